@@ -1,0 +1,66 @@
+"""Every Redis key and stream name callbridge uses, in one place (as arq's constants.py).
+
+Services talk to each other only through these. Per-call keys must get a TTL (CALL_TTL_S)
+or be deleted when the call ends, so Redis does not grow with call history.
+"""
+
+from __future__ import annotations
+
+PREFIX = "callbridge"
+
+# Streams -------------------------------------------------------------------------------
+#: Every accepted webhook, as received. Fields: body (raw bytes), type, call_id, received_at.
+EVENTS_STREAM = f"{PREFIX}:events"
+#: Consumer group the orchestrators read EVENTS_STREAM with.
+EVENTS_GROUP = "orchestrator"
+#: Webhook bodies the ingress refused (bad JSON, too large, ...), bounded, for forensics.
+REJECTED_STREAM = f"{PREFIX}:rejected"
+#: Jobs that exhausted retries or failed for good. Fields: job, call_id, event, attempts, error.
+DEAD_LETTER_STREAM = f"{PREFIX}:dead_letters"
+
+# arq -----------------------------------------------------------------------------------
+#: The arq queue the orchestrator workers serve (gateway-enqueued jobs go here too).
+JOB_QUEUE = f"{PREFIX}:queue"
+
+# Per-call state (TTL CALL_TTL_S) ---------------------------------------------------------
+CALL_TTL_S = 24 * 3600
+
+
+def call_record(call_id: str) -> str:
+    """Hash: the orchestrator's view of a call (state, dialog_id, profile, times)."""
+    return f"{PREFIX}:call:{call_id}"
+
+
+def dialog_claim(call_id: str) -> str:
+    """String: SET NX guard so exactly one dialog is ever requested for a call."""
+    return f"{PREFIX}:dialog-claim:{call_id}"
+
+
+def media_token(token: str) -> str:
+    """String (JSON): a one-time media token -> {call_id, profile, expires_at}. GETDEL to use."""
+    return f"{PREFIX}:media-token:{token}"
+
+
+def session_record(call_id: str) -> str:
+    """Hash: the media gateway's session for a call (state, gateway, frames, end reason)."""
+    return f"{PREFIX}:session:{call_id}"
+
+
+def transcript_stream(call_id: str) -> str:
+    """Stream: transcript lines of a call. Fields: role (caller|agent), text, at."""
+    return f"{PREFIX}:transcript:{call_id}"
+
+
+# Gateways ------------------------------------------------------------------------------
+#: Set of gateway ids that have ever registered (status tooling iterates it).
+GATEWAYS = f"{PREFIX}:gateways"
+
+
+def gateway_sessions(gateway_id: str) -> str:
+    """Set: call ids of the sessions a gateway currently serves."""
+    return f"{PREFIX}:gateway:{gateway_id}:sessions"
+
+
+def gateway_heartbeat(gateway_id: str) -> str:
+    """String with a short TTL, refreshed by a live gateway (JSON: sessions, ready, at)."""
+    return f"{PREFIX}:gateway:{gateway_id}:heartbeat"

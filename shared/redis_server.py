@@ -1,0 +1,117 @@
+"""A private `redis-server` process: for the demo, `callbridge stack` and the tests.
+
+Tests need a Redis they own so fault tests can stop, kill and restart it; the demo needs one
+when REDIS_URL is not set. The data dir survives `restart()`, so with AOF on an acknowledged
+write survives a SIGKILL (the fault suite's Redis scenario).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+INSTALL_HINT = (
+    "redis-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install "
+    "redis-server`; macOS: `brew install redis`) or set REDIS_URL to a running Redis."
+)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServerNotFound(RuntimeError):
+    pass
+
+
+class RedisServer:
+    """Start, stop, kill and restart one private redis-server on a fixed port."""
+
+    def __init__(self, port: int | None = None, appendonly: bool = False,
+                 appendfsync: str = "everysec", data_dir: str | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            raise RedisServerNotFound(INSTALL_HINT)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="callbridge-redis-"))
+        self.extra_args = extra_args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        args = [
+            str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir), "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync, "--protected-mode", "no",
+            "--logfile", str(self.data_dir / "redis.log"), *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                log = (self.data_dir / "redis.log")
+                tail = log.read_text()[-500:] if log.exists() else ""
+                raise RuntimeError(f"redis-server exited at start-up: {tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
