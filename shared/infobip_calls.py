@@ -27,8 +27,15 @@ class WebsocketEndpoint(_Wire):
     identifier: str | None = None
 
 
+class PhoneEndpoint(_Wire):
+    """Transfers go to a phone number (a dialog from the caller to a PHONE child)."""
+
+    type: Literal["PHONE"] = "PHONE"
+    phone_number: str = Field(..., alias="phoneNumber")
+
+
 class ChildCallRequest(_Wire):
-    endpoint: WebsocketEndpoint
+    endpoint: WebsocketEndpoint | PhoneEndpoint = Field(..., discriminator="type")
     from_: str | None = Field(None, alias="from")
     from_display_name: str | None = Field(None, alias="fromDisplayName")
     connect_timeout: int | None = Field(None, alias="connectTimeout")
