@@ -19,6 +19,8 @@ _COMMAND_MODULES = (
     "services.media_gateway.cli",
     "simulators.cli",
     "services.demo.cli",
+    "services.stack.cli",
+    "services.ops.cli",
 )
 
 DESCRIPTION = """\

@@ -63,7 +63,8 @@ class Platform(_Open):
 
 
 class Endpoint(_Open):
-    """PHONE {phoneNumber}, WEBRTC {identity}, SIP {username}, WEBSOCKET {websocketEndpointConfigId}."""
+    """PHONE {phoneNumber}, WEBRTC {identity}, SIP {username},
+    WEBSOCKET {websocketEndpointConfigId}."""
 
     type: str
     phone_number: str | None = Field(None, alias="phoneNumber")

@@ -90,7 +90,8 @@ def parse_control(text: str | bytes) -> ControlMessage:
 
 def build_connected(sample_rate: int, custom_data: dict[str, str] | None = None) -> str:
     """The first text frame Infobip sends (used by the simulator)."""
-    msg: dict[str, Any] = {"event": CONNECTED_EVENT, "content-type": f"audio/l16;rate={sample_rate}"}
+    msg: dict[str, Any] = {"event": CONNECTED_EVENT,
+                           "content-type": f"audio/l16;rate={sample_rate}"}
     for key, value in (custom_data or {}).items():
         msg.setdefault(key, value)
     return orjson.dumps(msg).decode()

@@ -59,7 +59,8 @@ def dumps(event: dict[str, Any]) -> str:
 
 # Client events --------------------------------------------------------------------------
 
-def session_config(profile: AgentProfile, model: str, tools: list[dict[str, Any]]) -> dict[str, Any]:
+def session_config(profile: AgentProfile, model: str,
+                   tools: list[dict[str, Any]]) -> dict[str, Any]:
     """The GA `session` object for `session.update`, from an agent profile."""
     td = profile.turn_detection
     turn_detection: dict[str, Any]

@@ -64,3 +64,19 @@ def gateway_sessions(gateway_id: str) -> str:
 def gateway_heartbeat(gateway_id: str) -> str:
     """String with a short TTL, refreshed by a live gateway (JSON: sessions, ready, at)."""
     return f"{PREFIX}:gateway:{gateway_id}:heartbeat"
+
+
+# Orchestrator coordination (added for the call orchestrator) ---------------------------
+#: String lock (SET NX PX): the one orchestrator that currently runs the gateway-loss check.
+GATEWAY_WATCH_LOCK = f"{PREFIX}:gateway-watch:leader"
+
+
+def transfer_claim(call_id: str) -> str:
+    """String: SET NX guard so at most one transfer dialog is ever requested for a call."""
+    return f"{PREFIX}:transfer-claim:{call_id}"
+
+
+def api_throttle(scope: str) -> str:
+    """String (unix ms, short TTL): no Calls API request on `scope` before this time
+    (a Retry-After the platform gave; shared by every orchestrator process)."""
+    return f"{PREFIX}:api-throttle:{scope}"

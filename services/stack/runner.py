@@ -1,0 +1,177 @@
+"""`LocalStack`: the deployment topology as local processes, optionally with the simulators.
+
+Order matters and is the same every time: Redis -> simulators (in this process, so the demo
+and tests can inspect what they saw) -> ingress/orchestrator/gateway processes (each waited
+for on its /readyz) -> HAProxy (when asked for). Stopping runs in reverse, each service
+getting SIGTERM so it drains like it would in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from services.stack import haproxy
+from services.stack.processes import ManagedProcess, ProcessSpec, Supervisor
+from services.stack.topology import (
+    GATEWAY,
+    INGRESS,
+    LB_PORT,
+    LB_STATS_PORT,
+    Replica,
+    plan_local,
+    process_specs,
+)
+from shared.redis_server import RedisServer, free_port
+
+if TYPE_CHECKING:
+    from simulators.infobip import InfobipSimulator
+    from simulators.openai_realtime import RealtimeSimulator
+
+log = logging.getLogger(__name__)
+
+SIM_INFOBIP_KEY = "sim-infobip-key"
+SIM_OPENAI_KEY = "sk-sim-openai"
+
+
+@dataclass
+class StackOptions:
+    replicas: dict[str, int] = field(
+        default_factory=lambda: {"ingress": 1, "orchestrator": 1, "gateway": 1})
+    load_balancer: bool = False
+    simulate: bool = True
+    redis_url: str | None = None          # None: a private redis-server with AOF
+    appendfsync: str = "everysec"
+    sample_rate: int = 16000              # the simulated media-stream config's rate
+    fixed_ports: bool = False             # topology default ports (8080, 8090, 8000, ...)
+    log_dir: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    model_speed: float = 4.0              # simulated model's audio speed vs real time
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="callbridge-stack-"))
+        self.plan: list[Replica] = plan_local(options.replicas, options.fixed_ports)
+        self.lb_port = LB_PORT if options.fixed_ports else free_port()
+        self.lb_stats_port = LB_STATS_PORT if options.fixed_ports else free_port()
+        self.supervisor = Supervisor(self.log_dir)
+        self.redis: RedisServer | None = None
+        self.redis_url = options.redis_url or ""
+        self.infobip: InfobipSimulator | None = None
+        self.openai: RealtimeSimulator | None = None
+        self.haproxy: ManagedProcess | None = None
+        self.media_config_id = ""
+
+    # Public URLs -----------------------------------------------------------------------
+    def replicas(self, role_name: str) -> list[Replica]:
+        return [r for r in self.plan if r.role.name == role_name]
+
+    @property
+    def webhook_url(self) -> str:
+        if self.options.load_balancer:
+            return f"http://127.0.0.1:{self.lb_port}{INGRESS.lb_path}"
+        return f"http://127.0.0.1:{self.replicas('ingress')[0].port}{INGRESS.lb_path}"
+
+    @property
+    def media_url(self) -> str:
+        if self.options.load_balancer:
+            return f"ws://127.0.0.1:{self.lb_port}{GATEWAY.lb_path}"
+        return f"ws://127.0.0.1:{self.replicas('gateway')[0].port}{GATEWAY.lb_path}"
+
+    def process(self, name: str) -> ManagedProcess:
+        return self.supervisor.get(name)
+
+    # Lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        if not self.redis_url:
+            self.redis = RedisServer(appendonly=True, appendfsync=self.options.appendfsync,
+                                     data_dir=str(self.log_dir / "redis"))
+            (self.log_dir / "redis").mkdir(exist_ok=True)
+            self.redis.start()
+            self.redis_url = self.redis.url
+        env = {"REDIS_URL": self.redis_url, **self._service_env_defaults()}
+        if self.options.simulate:
+            env.update(await self._start_simulators())
+        env.update(self.options.extra_env)
+        await self.supervisor.start_all(process_specs(self.plan, env))
+        if self.options.load_balancer:
+            await self._start_haproxy()
+
+    def _service_env_defaults(self) -> dict[str, str]:
+        return {"LOG_FORMAT": "json", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
+
+    async def _start_simulators(self) -> dict[str, str]:
+        from simulators.infobip import InfobipSimulator
+        from simulators.openai_realtime import RealtimeSimulator
+
+        self.openai = RealtimeSimulator(api_key=SIM_OPENAI_KEY, speed=self.options.model_speed)
+        await self.openai.start()
+        self.infobip = InfobipSimulator(api_key=SIM_INFOBIP_KEY, webhook_url=self.webhook_url)
+        await self.infobip.start()
+        self.media_config_id = self.infobip.add_media_stream_config(
+            url=self.media_url, sample_rate=self.options.sample_rate)
+        return {
+            "INFOBIP_BASE_URL": self.infobip.base_url,
+            "INFOBIP_API_KEY": SIM_INFOBIP_KEY,
+            "INFOBIP_MEDIA_STREAM_CONFIG_ID": self.media_config_id,
+            "OPENAI_API_KEY": SIM_OPENAI_KEY,
+            "OPENAI_REALTIME_URL": self.openai.url,
+        }
+
+    async def _start_haproxy(self) -> None:
+        binary = haproxy.haproxy_binary()
+        if not binary:
+            raise RuntimeError(haproxy.INSTALL_HINT)
+        cfg = self.log_dir / "haproxy.cfg"
+        cfg.write_text(haproxy.render_local(self.plan, self.lb_port, self.lb_stats_port))
+        haproxy.check_config(binary, cfg)
+        self.haproxy = self.supervisor.start(ProcessSpec(
+            name="haproxy", argv=[binary, "-db", "-f", str(cfg)],
+            ready_url=f"http://127.0.0.1:{self.lb_stats_port}/stats"))
+        await self.haproxy.wait_ready(15)
+
+    async def stop(self) -> None:
+        await self.supervisor.stop_all()
+        if self.infobip is not None:
+            await self.infobip.stop()
+        if self.openai is not None:
+            await self.openai.stop()
+        if self.redis is not None:
+            self.redis.stop()
+
+    async def __aenter__(self) -> LocalStack:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def describe(self) -> list[tuple[str, str]]:
+        """(what, where) rows for the start-up banner."""
+        rows = [("redis", self.redis_url)]
+        if self.options.load_balancer:
+            rows.append(("load balancer", f"{self.webhook_url}  {self.media_url}"))
+            rows.append(("haproxy stats", f"http://127.0.0.1:{self.lb_stats_port}/stats"))
+        for replica in self.plan:
+            rows.append((replica.name, f"http://127.0.0.1:{replica.port} "
+                                       f"(ready {replica.role.ready_path})"))
+        if self.infobip is not None and self.openai is not None:
+            rows.append(("infobip simulator", self.infobip.base_url))
+            rows.append(("openai simulator", self.openai.url))
+        rows.append(("logs", str(self.log_dir)))
+        return rows
