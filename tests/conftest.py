@@ -25,15 +25,38 @@ class RedisHandle:
     path: str  # "env", "testcontainers" or "redis-server": printed so CI shows which
 
 
+TEST_REDIS_IMAGE = os.environ.get("CALLBRIDGE_TEST_REDIS_IMAGE", "redis:7")
+
+
 def _docker_answers() -> bool:
+    """True when a Docker engine answers AND already holds the Redis image.
+
+    No registry is reachable from our machines, so a missing image would make testcontainers
+    try (and fail) to pull it: fall back to redis-server instead, saying why. The image is
+    the official one where a registry exists, else deploy/offline-images.sh's stand-in.
+    """
     try:
         import docker  # type: ignore[import-untyped]
 
         client = docker.from_env(timeout=3)
         client.ping()
-        return True
     except Exception:
         return False
+    try:
+        client.images.get(TEST_REDIS_IMAGE)
+        return True
+    except Exception:
+        sys.stderr.write(f"\n[tests] Docker answers but has no {TEST_REDIS_IMAGE} image "
+                         "(deploy/offline-images.sh builds it): not using testcontainers\n")
+        return False
+    finally:
+        client.close()
+
+
+def _local_docker_engine() -> bool:
+    """The engine runs on this machine (unix socket), so published ports are on 127.0.0.1."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host == "" or host.startswith("unix://")
 
 
 @pytest.fixture(scope="session")
@@ -44,16 +67,28 @@ def redis_server() -> Iterator[RedisHandle]:
         yield handle
         return
     if os.environ.get("CALLBRIDGE_TEST_DOCKER", "auto") != "never" and _docker_answers():
-        # Ryuk's image cannot be pulled without a registry: the fixture removes the container.
+        # Ryuk's image cannot be pulled without a registry: the fixture removes the container
+        # itself (stop() = remove(force, volumes)). With a local engine the port is published
+        # on 127.0.0.1 only and reached there (testcontainers would otherwise pick the bridge
+        # gateway when the tests themselves run inside a container). Set before the import:
+        # testcontainers reads its configuration once, at import time.
         os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+        local = _local_docker_engine()
+        if local:
+            os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+            os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
         from testcontainers.redis import RedisContainer
 
-        container = RedisContainer("redis:7")
-        container.start()
+        container = RedisContainer(TEST_REDIS_IMAGE)
+        if local:
+            container.with_bind_ports(6379, ("127.0.0.1", None))  # type: ignore[arg-type]
+        container.start()  # its log says "Pulling image": docker-py pulls only when absent
         try:
             host = container.get_container_host_ip()
             port = container.get_exposed_port(6379)
-            sys.stderr.write(f"\n[tests] Redis from testcontainers at {host}:{port}\n")
+            short_id = container.get_wrapped_container().short_id
+            sys.stderr.write(f"\n[tests] Redis from testcontainers ({TEST_REDIS_IMAGE}, "
+                             f"container {short_id}) at {host}:{port}\n")
             yield RedisHandle(f"redis://{host}:{port}/0", "testcontainers")
         finally:
             container.stop()

@@ -114,7 +114,13 @@ class StreamAppender:
                 return await future
         except TimeoutError:
             self.stats.timeouts += 1
-            raise AppendFailed("timeout", f"Redis did not acknowledge within {self.timeout_s}s")
+            raise AppendFailed(
+                "timeout", f"Redis did not acknowledge within {self.timeout_s}s") from None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no flush running (tests wait on this; no timing involved)."""
+        return self._drainer is None and not self._pending
 
     def append_nowait(self, stream: str, fields: Fields, trim: Trim) -> bool:
         """Best effort (forensics): queue into the next flush, never wait, never raise.
@@ -132,12 +138,13 @@ class StreamAppender:
         try:
             async with asyncio.timeout(self.timeout_s):
                 entry_id: bytes = await self.redis.xadd(
-                    stream, dict(fields), **trim.xadd_kwargs()  # type: ignore[arg-type]
+                    stream, dict(fields), **trim.xadd_kwargs()
                 )
         except TimeoutError:
             self.stats.timeouts += 1
             self._observe(1, started, ok=False)
-            raise AppendFailed("timeout", f"Redis did not acknowledge within {self.timeout_s}s")
+            raise AppendFailed(
+                "timeout", f"Redis did not acknowledge within {self.timeout_s}s") from None
         except (RedisError, OSError) as exc:
             self._observe(1, started, ok=False)
             raise AppendFailed("redis_unavailable", type(exc).__name__) from exc
@@ -167,7 +174,7 @@ class StreamAppender:
             return
         pipe = self.redis.pipeline(transaction=False)
         for item in live:
-            pipe.xadd(item.stream, dict(item.fields), **item.trim.xadd_kwargs())  # type: ignore[arg-type]
+            pipe.xadd(item.stream, dict(item.fields), **item.trim.xadd_kwargs())
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_s):

@@ -92,7 +92,8 @@ class Faults:
                   path_prefix: str = "/calls/1/dialogs") -> None:
         """Answer the next `n` matching requests with `status` and Infobip's error body
         (TOO_MANY_REQUESTS for 429, BAD_REQUEST for 400, GENERAL_ERROR for 5xx). The request
-        has no effect. `retry_after` (seconds) adds a `Retry-After` header."""
+        has no effect. `retry_after` (seconds) adds a `Retry-After` header (a fractional
+        value is sent as is: not standard HTTP, but it keeps fault tests fast)."""
         self._fails.append(_Rule(n, path_prefix, status=status, retry_after=retry_after))
 
     def delay_next(self, n: int, seconds: float, path_prefix: str = "/calls/1/dialogs") -> None:

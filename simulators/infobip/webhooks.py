@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -26,17 +26,12 @@ from shared.webhook_signing import sign_headers
 log = logging.getLogger("simulators.infobip.webhooks")
 
 
-@dataclass(frozen=True)
-class WebhookAttempt:
-    """One delivery attempt: (event, HTTP status or exception text, unix time). Unpacks as
-    the 3-tuple the common brief documents."""
+class WebhookAttempt(NamedTuple):
+    """One delivery attempt: (event, HTTP status or exception text, unix time)."""
 
     event: dict[str, Any]
     result: int | str
     at: float
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.event, self.result, self.at))
 
 
 @dataclass
@@ -68,15 +63,16 @@ class WebhookPoster:
         await self.start()
         assert self._session is not None
         body = orjson.dumps(event)
-        basic = aiohttp.BasicAuth(*self.auth) if self.auth else None
+        basic = aiohttp.encode_basic_auth(*self.auth) if self.auth else None
         status: int | None = None
         for attempt in range(self.attempts):
             headers = {"Content-Type": "application/json"}
+            if basic is not None:
+                headers["Authorization"] = basic
             if self.hmac_secret:
                 headers.update(sign_headers(self.hmac_secret, body))
             try:
-                async with self._session.post(self.url, data=body, headers=headers,
-                                              auth=basic) as resp:
+                async with self._session.post(self.url, data=body, headers=headers) as resp:
                     await resp.read()
                     status = resp.status
                 self.records.append(WebhookAttempt(event, status, time.time()))

@@ -1,0 +1,33 @@
+# One image for every callbridge service: `callbridge ingress|orchestrator|gateway|...`.
+#
+# Builder: installs the project into a virtualenv. With wheels pre-built on the host in
+# deploy/wheels (the air-gapped path: deploy/build-wheels.sh), nothing is downloaded;
+# otherwise pip resolves from the index as usual.
+# Final: the slim runtime, the virtualenv, a non-root user; no compilers, no pip cache.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY services ./services
+COPY shared ./shared
+COPY simulators ./simulators
+COPY deploy/wheels ./deploy/wheels
+RUN python -m venv /opt/venv \
+ && if ls deploy/wheels/*.whl >/dev/null 2>&1; then \
+      /opt/venv/bin/pip install --no-index --find-links deploy/wheels callbridge; \
+    else \
+      /opt/venv/bin/pip install .; \
+    fi \
+ && /opt/venv/bin/python -c "import services.cli"
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --system --uid 10001 --home-dir /app --create-home callbridge
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 LOG_FORMAT=json
+WORKDIR /app
+USER callbridge
+EXPOSE 8080 8090 9101
+ENTRYPOINT ["callbridge"]
+CMD ["--help"]

@@ -1,0 +1,1 @@
+"""Benchmarks: performance is measured here, never asserted in tests."""

@@ -1,0 +1,1 @@
+"""Webhook ingress benchmark: `python -m bench.ingress` (see README.md)."""

@@ -1,0 +1,107 @@
+"""CALL_RECEIVED: put the caller in a dialog with a WEBSOCKET child leg to the media gateway.
+
+Body (common brief, "Dialog creation"; reference ../shared/reference/infobip-calls.md
+"REST"): parentCallId, childCallRequest {endpoint WEBSOCKET websocketEndpointConfigId,
+customData {cbToken, cbCallId, cbProfile}}, propagationOptions {childCallHangup: false} - so
+the caller survives the media leg dropping and we can hang up cleanly or transfer.
+The media token is stored *before* the request: Infobip may connect to the gateway before
+our POST even returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+import orjson
+
+from shared import redis_keys
+from shared.infobip_calls import (
+    ChildCallRequest,
+    DialogRequest,
+    PropagationOptions,
+    WebsocketEndpoint,
+)
+from shared.infobip_events import CallsEvent
+
+from . import call_record
+from .dialogs import claim_or_resolve, post_dialog
+from .idempotency import Claim
+from .metrics import DIALOG_LATENCY
+from .runtime import Runtime
+
+log = logging.getLogger("callbridge.orchestrator.bridge")
+
+
+def build_media_dialog(call_id: str, config_id: str, token: str, profile: str) -> DialogRequest:
+    return DialogRequest(
+        parent_call_id=call_id,
+        child_call_request=ChildCallRequest(
+            endpoint=WebsocketEndpoint(websocket_endpoint_config_id=config_id),
+            custom_data={"cbToken": token, "cbCallId": call_id, "cbProfile": profile},
+        ),
+        propagation_options=PropagationOptions(child_call_hangup=False),
+    )
+
+
+async def store_media_token(rt: Runtime, call_id: str, profile: str) -> str:
+    """One-time token for the gateway (contract: JSON {call_id, profile, expires_at})."""
+    token = secrets.token_urlsafe(24)
+    ttl = rt.settings.media_token_ttl_s
+    value = orjson.dumps({"call_id": call_id, "profile": profile,
+                          "expires_at": int(time.time()) + ttl})
+    await rt.redis.set(redis_keys.media_token(token), value, ex=ttl)
+    return token
+
+
+async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: str) -> str:
+    """Returns the job outcome: "ok" (dialog created), "noop" (already bridged or ended),
+    "resolved" (an earlier attempt's dialog was found at the Calls API)."""
+    call_id = event.subject_call_id()
+    if not call_id:
+        raise ValueError("CALL_RECEIVED without a call id")
+    record = await call_record.load(rt.redis, call_id)
+    if record.get("dialog_id") or call_record.is_ended(record):
+        log.info("call already bridged or ended; nothing to do",
+                 extra={"dialog_id": record.get("dialog_id"), "state": record.get("state")})
+        return "noop"
+    props = event.properties
+    base = props.api_base_url or None
+    call = props.call
+    profile = rt.profiles.choose(
+        call.to if call else None,
+        event.calls_configuration_id or (call.calls_configuration_id if call else None))
+
+    claim = Claim(rt.redis, redis_keys.dialog_claim(call_id), owner)
+    decision = await claim_or_resolve(rt, claim, base, call_id)
+    now = call_record.now_ms()
+    if decision.action == "exists":
+        assert decision.dialog_id is not None
+        await call_record.update(rt.redis, call_id, "dialog_created",
+                                 dialog_id=decision.dialog_id, dialog_created_at=now)
+        log.warning("an earlier attempt's dialog exists at the Calls API; recorded it",
+                    extra={"dialog_id": decision.dialog_id})
+        return "resolved"
+    if decision.action == "gone":
+        await call_record.mark_ended(rt.redis, call_id, "ended_before_bridge")
+        log.info("call ended before it could be bridged")
+        return "noop"
+
+    token = await store_media_token(rt, call_id, profile.name)
+    await call_record.update(
+        rt.redis, call_id, "dialog_requested", profile=profile.name,
+        api_base_url=rt.api.base(base), transfer_number=profile.transfer_number or "",
+        received_at=received_at or now, dialog_requested_at=call_record.now_ms())
+    request = build_media_dialog(call_id, rt.settings.infobip_media_stream_config_id, token,
+                                 profile.name)
+    if received_at:
+        DIALOG_LATENCY.observe(max(0.0, time.time() - int(received_at) / 1000))
+    dialog = await post_dialog(rt, claim, base, request)
+    fields = {"dialog_id": dialog.id, "dialog_created_at": call_record.now_ms()}
+    if dialog.child_call is not None:
+        fields["child_call_id"] = dialog.child_call.id
+    await call_record.update(rt.redis, call_id, "dialog_created", unless_ended=False,
+                             fields=fields)
+    log.info("dialog created", extra={"dialog_id": dialog.id, "profile": profile.name})
+    return "ok"

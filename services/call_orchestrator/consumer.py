@@ -1,0 +1,168 @@
+"""Events stream -> arq jobs, through the consumer group (`EVENTS_STREAM`, `EVENTS_GROUP`).
+
+Delivery guarantees: an entry is acknowledged (XACK) only after its job is in the arq queue,
+so a consumer that dies in between leaves it pending; pending entries idle longer than
+ORCHESTRATOR_CLAIM_IDLE_S are taken over with XAUTOCLAIM (at start and periodically) by any
+live consumer. Re-enqueueing such an entry is harmless: its job id is deterministic
+(`idempotency.event_job_id`), so arq refuses a job that already exists. Event types the
+orchestrator does not act on are acknowledged without a job (logged at debug).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError, ResponseError
+
+from shared import redis_keys
+from shared.jobs import HANDLE_EVENT
+
+from .handlers import is_handled
+from .idempotency import event_job_id
+from .metrics import EVENTS
+from .runtime import Runtime
+
+log = logging.getLogger("callbridge.orchestrator.consumer")
+
+#: Bound on XAUTOCLAIM pages per pass (100 entries each).
+MAX_CLAIM_PAGES = 50
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _s(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def job_payload(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, dict[str, str], bytes]:
+    """(job id, handle_event payload, raw body) for one stream entry."""
+    f = {_s(k): v for k, v in fields.items()}
+    raw = f.get("body", b"")
+    body = raw if isinstance(raw, bytes) else str(raw).encode()
+    kind, call_id = _s(f.get("type", "")), _s(f.get("call_id", ""))
+    payload = {"stream_id": _s(entry_id), "type": kind, "call_id": call_id,
+               "body": body.decode(errors="replace"),
+               "received_at": _s(f.get("received_at", ""))}
+    return event_job_id(kind, call_id, body), payload, body
+
+
+async def ensure_group(redis: ArqRedis) -> None:
+    """Create the group (and the stream) if missing, reading from the start."""
+    try:
+        await redis.xgroup_create(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, id="0",
+                                  mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class StreamConsumer:
+    def __init__(self, rt: Runtime, name: str | None = None) -> None:
+        self.rt = rt
+        self.redis = rt.redis
+        s = rt.settings
+        self.name = name or s.orchestrator_consumer_name or default_consumer_name()
+        self.count = s.orchestrator_read_count
+        self.block_ms = s.orchestrator_block_ms
+        self.claim_idle_ms = int(s.orchestrator_claim_idle_s * 1000)
+        self.claim_interval_s = s.orchestrator_claim_interval_s
+        self._stopping = asyncio.Event()
+        self.running = False
+        self.handled = 0
+
+    def stop(self) -> None:
+        """Stop after the current batch (its entries are enqueued and acknowledged)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        self.running = True
+        backoff = 0.1
+        try:
+            await ensure_group(self.redis)
+            await self._catch_up()
+            last_claim = time.monotonic()
+            while not self._stopping.is_set():
+                try:
+                    await self._read_once(">")
+                    if time.monotonic() - last_claim >= self.claim_interval_s:
+                        last_claim = time.monotonic()
+                        await self.reclaim()
+                    backoff = 0.1
+                except (RedisError, OSError) as exc:
+                    log.warning("events stream unavailable (%s); retrying in %.1fs", exc, backoff)
+                    try:
+                        await asyncio.wait_for(self._stopping.wait(), backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(5.0, backoff * 2)
+                    if "NOGROUP" in str(exc):
+                        await ensure_group(self.redis)
+                    await self._catch_up()
+        finally:
+            self.running = False
+
+    async def _catch_up(self) -> None:
+        """Our own pending entries (a failed batch) first, then the dead consumers'."""
+        for _ in range(100):
+            if not await self._read_once("0"):
+                break
+        await self.reclaim()
+
+    async def _read_once(self, last_id: str) -> int:
+        block = self.block_ms if last_id == ">" else None
+        resp = await self.redis.xreadgroup(redis_keys.EVENTS_GROUP, self.name,
+                                           {redis_keys.EVENTS_STREAM: last_id},
+                                           count=self.count, block=block)
+        total = 0
+        for _stream, entries in resp or []:
+            total += await self.process(entries)
+        return total
+
+    async def reclaim(self) -> int:
+        """XAUTOCLAIM entries idle past the threshold (a dead consumer's) and enqueue them."""
+        start = "0-0"
+        total = 0
+        for _ in range(MAX_CLAIM_PAGES):
+            result = await self.redis.xautoclaim(
+                redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, self.name,
+                min_idle_time=self.claim_idle_ms, start_id=start, count=100)
+            start = _s(result[0])
+            entries = result[1]
+            if entries:
+                log.warning("claimed %d entries left pending by another consumer", len(entries))
+                total += await self.process(entries)
+            if start == "0-0":
+                break
+        return total
+
+    async def process(self, entries: list[Any]) -> int:
+        """Enqueue a job per entry, then acknowledge the whole batch."""
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if fields is None:  # deleted from the stream while pending
+                continue
+            job_id, payload, _ = job_payload(entry_id, fields)
+            if not is_handled(payload["type"]):
+                log.debug("event type %s acknowledged and ignored", payload["type"])
+                EVENTS.labels("ignored").inc()
+                continue
+            job = await self.redis.enqueue_job(HANDLE_EVENT, payload, _job_id=job_id,
+                                               _queue_name=redis_keys.JOB_QUEUE)
+            if job is None:
+                EVENTS.labels("duplicate").inc()
+                continue
+            EVENTS.labels("enqueued").inc()
+            self.rt.start_soon(job_id)
+        if ids:
+            await self.redis.xack(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, *ids)
+        self.handled += len(ids)
+        return len(ids)

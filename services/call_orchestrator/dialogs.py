@@ -1,0 +1,80 @@
+"""Create a dialog at most once per claim: claim, resolve a stale claim, post, record.
+
+Shared by the bridge (WEBSOCKET media dialog, `dialog_claim`) and transfers (PHONE dialog,
+`transfer_claim`); see idempotency.py for the claim protocol and its remaining window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from shared.infobip_calls import DialogRequest, DialogResponse
+
+from .calls_api import CallsApiFailure
+from .idempotency import Claim
+from .runtime import Runtime
+
+#: Call states after which no dialog can be created (reference: "The call object").
+TERMINAL_CALL_STATES = {"FINISHED", "FAILED", "CANCELLED", "NO_ANSWER", "BUSY"}
+
+
+class ClaimHeld(Exception):
+    """Another live owner may be creating this dialog right now: retry after its lease."""
+
+    retryable = True
+    ambiguous = False
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"claim held by a live owner for {wait_s:.1f}s more")
+        self.retry_after = wait_s
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["post", "exists", "gone"]
+    dialog_id: str | None = None
+
+
+async def claim_or_resolve(rt: Runtime, claim: Claim, api_base_url: str | None, call_id: str,
+                           not_this_dialog: str | None = None) -> Decision:
+    """`post` when we own the claim and no dialog exists; `exists` when the platform already
+    has the dialog (an earlier owner's POST took effect); `gone` when the call has ended.
+    `not_this_dialog`: a dialog id that does not count (the media dialog, for transfers)."""
+    result = await claim.acquire(rt.settings.claim_lease_s)
+    if result.outcome == "acquired":
+        return Decision("post")
+    if result.outcome == "held":
+        raise ClaimHeld(result.held_for_s())
+    # Stale: we own the claim now, but an earlier POST may have taken effect. Ask.
+    try:
+        call = await rt.api.get_call(api_base_url, call_id)
+    except BaseException:
+        await claim.mark_uncertain()
+        raise
+    if call is None:
+        return Decision("gone")
+    dialog_id = call.get("dialogId")
+    if dialog_id and dialog_id != not_this_dialog:
+        return Decision("exists", str(dialog_id))
+    if str(call.get("state", "")).upper() in TERMINAL_CALL_STATES:
+        return Decision("gone")
+    return Decision("post")
+
+
+async def post_dialog(rt: Runtime, claim: Claim, api_base_url: str | None,
+                      request: DialogRequest) -> DialogResponse:
+    """POST the dialog; on failure release the claim (nothing happened) or mark it
+    uncertain (it may have happened) before the error goes to the retry machinery."""
+    try:
+        return await rt.api.create_dialog(api_base_url, request)
+    except CallsApiFailure as exc:
+        if exc.ambiguous:
+            # The platform may still apply it: look again only after one more request
+            # timeout, and retry no earlier than that.
+            settle = rt.settings.infobip_request_timeout_s
+            await claim.mark_uncertain(settle)
+            exc.retry_after = max(exc.retry_after or 0.0, settle)
+        else:
+            await claim.release()
+        raise

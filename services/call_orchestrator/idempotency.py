@@ -1,0 +1,126 @@
+"""Idempotency: deterministic job ids for events, and leased claims for side effects.
+
+Two layers, because arq's job ids only deduplicate while a job is queued, running or its
+result is kept (ORCHESTRATOR_KEEP_RESULT_S), while a dialog must be requested at most once
+per call *forever*:
+
+1. `event_job_id`: `handle_event:<type>:<call_id>:<sha1(raw body)[:16]>` - identical
+   duplicate webhooks, XAUTOCLAIMed entries and replays map to one arq job.
+2. `Claim` (`redis_keys.dialog_claim` / `transfer_claim`): SET NX of a JSON
+   {owner, lease_until} before the POST. The outcome (dialog id) goes to the call record;
+   a claimer that sees it does nothing. A claim that exists *without* a recorded outcome:
+   - lease not expired -> its owner may be mid-request: retry after the lease (`held`);
+   - lease expired (owner's job past its arq timeout, so cancelled or its process dead), or
+     marked `uncertain` by an owner whose request failed ambiguously (timeout, 5xx; the
+     lease is then cut to one more request timeout, time for a request the platform is
+     still processing to take effect) ->
+     `stale`: the new owner takes it over atomically and must *ask the Calls API* whether
+     the earlier POST took effect (GET the call: a dialogId) before posting again.
+   A definitive failure (4xx, 429, connection refused) releases the claim.
+
+Remaining window (honest): a POST the platform received but has not applied (no dialogId
+visible on GET /calls/1/calls/{id}) by the time the lease expired - i.e. the platform took
+longer than the job timeout (30 s by default) to create the dialog, or an owner process
+frozen (SIGSTOP, VM pause) longer than its lease that then resumes mid-request. Both would
+produce a second dialog request; the platform keeps a call in one dialog at a time, so the
+second one would most likely be refused rather than duplicate the media leg.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+from redis.asyncio import Redis
+
+from shared import redis_keys
+from shared.jobs import HANDLE_EVENT, job_id
+
+
+def event_job_id(event_type: str, call_id: str, body: bytes) -> str:
+    """Same raw webhook body -> same arq job id, in every process and every replay."""
+    digest = hashlib.sha1(body, usedforsecurity=False).hexdigest()[:16]
+    return job_id(HANDLE_EVENT, event_type or "-", call_id or "-", digest)
+
+
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+  return {'acquired', ''}
+end
+local ok, c = pcall(cjson.decode, cur)
+if ok and type(c) == 'table' and tonumber(c['lease_until'] or 0) > tonumber(ARGV[2]) then
+  return {'held', cur}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+return {'stale', cur}
+"""
+
+_IF_OWNER = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 0 end
+local ok, c = pcall(cjson.decode, cur)
+if not ok or type(c) ~= 'table' or c['owner'] ~= ARGV[1] then return 0 end
+if ARGV[2] == 'release' then redis.call('DEL', KEYS[1]) return 1 end
+c['lease_until'] = tonumber(ARGV[3])
+c['uncertain'] = 1
+redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
+return 1
+"""
+
+ClaimOutcome = Literal["acquired", "held", "stale"]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    outcome: ClaimOutcome
+    previous: dict[str, object] | None = None
+
+    def held_for_s(self) -> float:
+        """Seconds left on the current owner's lease (for a `held` claim)."""
+        if not self.previous:
+            return 0.0
+        until = float(str(self.previous.get("lease_until", 0)))
+        return max(0.0, until / 1000 - time.time())
+
+
+class Claim:
+    """A leased, take-over-able SET NX guard on one side effect of one call."""
+
+    def __init__(self, redis: Redis, key: str, owner_prefix: str) -> None:
+        self._redis = redis
+        self.key = key
+        self.owner = f"{owner_prefix}#{uuid.uuid4().hex[:8]}"
+
+    async def acquire(self, lease_s: float, ttl_s: int = redis_keys.CALL_TTL_S) -> ClaimResult:
+        now = int(time.time() * 1000)
+        value = orjson.dumps({"owner": self.owner, "lease_until": now + int(lease_s * 1000),
+                              "at": now}).decode()
+        outcome, previous = await self._redis.eval(_CLAIM, 1, self.key, value, str(now),
+                                                   str(ttl_s))
+        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        prev: dict[str, object] | None = None
+        if previous:
+            try:
+                prev = orjson.loads(previous)
+            except orjson.JSONDecodeError:
+                prev = {"raw": str(previous)}
+        if outcome not in ("acquired", "held", "stale"):
+            raise RuntimeError(f"unexpected claim outcome {outcome!r}")
+        return ClaimResult(outcome, prev)  # type: ignore[arg-type]
+
+    async def release(self) -> bool:
+        """The side effect definitely did not happen: let the next attempt claim afresh."""
+        return bool(await self._redis.eval(_IF_OWNER, 1, self.key, self.owner, "release", "0"))
+
+    async def mark_uncertain(self, settle_s: float = 0.0) -> bool:
+        """The side effect may have happened: the next claimer must check before acting,
+        and not before `settle_s` (a request we gave up on may still be applied)."""
+        until = int((time.time() + settle_s) * 1000)
+        return bool(await self._redis.eval(_IF_OWNER, 1, self.key, self.owner, "uncertain",
+                                           str(until)))

@@ -1,0 +1,110 @@
+"""Barge-in: the caller speaks over the agent, and the agent stops where the caller stopped
+hearing it.
+
+Reference: ../shared/reference/openai-realtime.md, "Barge-in done right". The model
+generates audio faster than real time, so on `input_audio_buffer.speech_started`:
+1. stop playback at Infobip (`{"action":"clear"}`: ../shared/reference/infobip-calls.md,
+   "Media stream WebSocket") and drop our own queued frames;
+2. truncate the assistant item at what was actually heard,
+   `min(ms sent of that item - what the receiver may still hold (<= allowance), ms generated)`,
+   skipped when nothing was heard or playback had already finished (`truncate_point`);
+3. drop any later deltas of the cancelled response (`response_id`).
+With `interrupt_response: true` the server cancels the response itself but never truncates;
+a profile with `interrupt_response: false` wants the agent to talk through, so nothing is
+done then.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from services.media_gateway import metrics
+from services.media_gateway.model_link import ModelLink
+from services.media_gateway.pacer import Sender
+from shared import realtime_events as rt
+from shared.audio.playout import AgentItem, Playout, truncate_point
+from shared.audio.resampler import StreamResampler
+from shared.infobip_media import CLEAR_MESSAGE
+
+log = logging.getLogger(__name__)
+
+CLEAR = CLEAR_MESSAGE.encode()
+_ITEMS_KEPT = 16
+_CANCELLED_KEPT = 16
+
+
+@dataclass(frozen=True)
+class Outcome:
+    cleared: bool
+    item_id: str | None = None
+    audio_end_ms: int | None = None
+
+
+class BargeIn:
+    """Per-call agent-item ledger plus the barge-in procedure."""
+
+    def __init__(self, playout: Playout, sender: Sender, link: ModelLink,
+                 resampler: StreamResampler, allowance_ms: int, enabled: bool = True) -> None:
+        self.playout = playout
+        self.sender = sender
+        self.link = link
+        self.resampler = resampler
+        self.allowance_ms = allowance_ms
+        self.enabled = enabled
+        self.items: OrderedDict[str, AgentItem] = OrderedDict()
+        self._cancelled: deque[str] = deque(maxlen=_CANCELLED_KEPT)
+        self.barge_ins = 0
+        self.truncates = 0
+
+    def item(self, item_id: str, response_id: str) -> AgentItem:
+        """The ledger entry for an item, created on its first delta."""
+        entry = self.items.get(item_id)
+        if entry is None:
+            entry = self.items[item_id] = AgentItem(item_id, response_id)
+            if len(self.items) > _ITEMS_KEPT:
+                self.items.popitem(last=False)
+        return entry
+
+    def is_cancelled(self, response_id: str | None) -> bool:
+        return response_id is not None and response_id in self._cancelled
+
+    def cancel(self, response_id: str | None) -> None:
+        if response_id and response_id not in self._cancelled:
+            self._cancelled.append(response_id)
+
+    def on_speech_started(self, now: float, active_response: str | None) -> Outcome:
+        if not self.enabled:
+            return Outcome(cleared=False)
+        # The server cancels the in-progress response: whatever it still sends is stale.
+        self.cancel(active_response)
+        p = self.playout
+        if not p.playing(now):
+            return Outcome(cleared=False)  # the agent was quiet: nothing to interrupt
+        target = p.last_item if p.last_was_audio and p.lead(now) > 0 else None
+        if target is None and p.queued_bytes:
+            target = next((i for i in self.items if p.has_queued(i)), None)
+        audio_end: int | None = None
+        if target is not None:
+            entry = self.items.get(target)
+            generated = entry.generated_ms if entry else 0.0
+            unplayed = p.unplayed_ms(target, now)
+            finished = bool(entry and entry.audio_done and not p.has_queued(target)
+                            and unplayed <= 0.0)
+            audio_end = truncate_point(p.sent_ms(target), unplayed, generated,
+                                       self.allowance_ms, finished)
+            if entry is not None:
+                self.cancel(entry.response_id)
+        # Stop the receiver first, then forget what we had queued for it.
+        self.sender.send_text(CLEAR)
+        p.clear()
+        self.resampler.reset()
+        self.barge_ins += 1
+        metrics.BARGE_INS.inc()
+        if target is not None and audio_end is not None:
+            if self.link.send(rt.item_truncate(target, audio_end)):
+                self.truncates += 1
+                metrics.TRUNCATES.inc()
+        log.info("barge-in: cleared playout, item %s truncated at %s ms", target, audio_end)
+        return Outcome(cleared=True, item_id=target, audio_end_ms=audio_end)

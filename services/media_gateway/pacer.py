@@ -1,0 +1,147 @@
+"""Real-time pacing of every call's playout, and the synchronous frame writer.
+
+One `PacerHub` task per process wakes every 5 ms and serves the calls whose next frame is
+due, instead of one sleeping task per call: at hundreds of calls that is the difference
+between hundreds of timer wake-ups per tick and one (../shared/perf-notes.md, "Relaying
+audio": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of delay).
+The pacing rule itself is the pure `shared.audio.playout.Playout`; a burst's first frame is
+sent at once by `Sender.kick`, from the task that received the model's audio.
+
+Frames are written synchronously through the connection's Sans-I/O protocol
+(`protocol.send_binary` + `send_data`), so sending never awaits: no coroutine per frame and
+no call can stall the hub. A socket whose peer stopped reading (write buffer above
+`WRITE_LIMIT`) loses frames instead of growing memory; its keep-alive ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from websockets.asyncio.connection import Connection
+from websockets.protocol import State
+
+from services.media_gateway import metrics
+from shared.audio.playout import Playout
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.005
+WRITE_LIMIT = 64 * 1024
+_MAX_FRAMES_PER_SERVICE = 3
+
+
+def write_frame(conn: Connection, data: bytes, *, text: bool = False,
+                limit: int = WRITE_LIMIT) -> bool:
+    """Send one WebSocket message now, without awaiting. False if it was not sent."""
+    if conn.protocol.state is not State.OPEN:
+        return False
+    if conn.transport.get_write_buffer_size() > limit:
+        return False
+    if text:
+        conn.protocol.send_text(data)
+    else:
+        conn.protocol.send_binary(data)
+    conn.send_data()
+    return True
+
+
+class Sender:
+    """Moves one call's `Playout` onto its Infobip socket; served by the hub."""
+
+    __slots__ = ("_n", "_ready_t", "conn", "due", "idle_waiter", "on_first_audio", "playout",
+                 "sample_every")
+
+    def __init__(self, conn: Connection, playout: Playout, sample_every: int = 1,
+                 on_first_audio: Callable[[], None] | None = None) -> None:
+        self.conn = conn
+        self.playout = playout
+        self.sample_every = sample_every
+        self.on_first_audio = on_first_audio
+        self.due = float("-inf")
+        self.idle_waiter: asyncio.Event | None = None
+        self._ready_t = float("-inf")
+        self._n = 0
+
+    def service(self, now: float) -> None:
+        """Send every frame due at `now` (normally one; a few after a stall)."""
+        p = self.playout
+        for _ in range(_MAX_FRAMES_PER_SERVICE):
+            due = p.next_due()
+            frame = p.pop_frame(now)
+            if frame is None:
+                break
+            late_before = p.late_frames
+            if not write_frame(self.conn, frame):
+                if self.conn.protocol.state is State.OPEN:
+                    metrics.DROPPED_FRAMES.inc()
+                continue
+            if p.late_frames != late_before:
+                metrics.LATE_FRAMES.inc()
+            if p.last_was_audio:
+                if self.on_first_audio is not None:
+                    self.on_first_audio()
+                    self.on_first_audio = None
+                self._n += 1
+                if self._n % self.sample_every == 0:
+                    metrics.RELAY_LATENCY.labels("to_caller").observe(
+                        max(0.0, now - max(due, self._ready_t)))
+        self.due = p.next_due()
+        waiter = self.idle_waiter
+        if waiter is not None and not p.playing(now):
+            waiter.set()
+
+    def kick(self, now: float, received_at: float) -> None:
+        """Audio arrived: send the burst's first frame now instead of at the next tick."""
+        self._ready_t = received_at
+        self.due = self.playout.next_due()
+        if self.due <= now:
+            self._n = self.sample_every - 1  # always observe a burst start
+            self.service(now)
+
+    def send_text(self, text: bytes) -> bool:
+        return write_frame(self.conn, text, text=True)
+
+
+class PacerHub:
+    """One task per process that serves every registered `Sender` when its frame is due."""
+
+    def __init__(self, tick_s: float = TICK_S) -> None:
+        self.tick_s = tick_s
+        self._senders: set[Sender] = set()
+        self._snapshot: tuple[Sender, ...] = ()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, sender: Sender) -> None:
+        self._senders.add(sender)
+        self._snapshot = tuple(self._senders)
+
+    def remove(self, sender: Sender) -> None:
+        self._senders.discard(sender)
+        self._snapshot = tuple(self._senders)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="pacer-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = loop.time()
+        while True:  # runs for the life of the process; cancelled by stop()
+            now = loop.time()
+            for sender in self._snapshot:
+                if sender.due <= now:
+                    try:
+                        sender.service(now)
+                    except Exception:  # one broken call must not stop everyone's audio
+                        log.exception("pacer: sending a frame failed")
+                        self.remove(sender)
+            wake += self.tick_s
+            if wake < now:  # we fell behind (a busy loop): re-anchor rather than burst
+                wake = now + self.tick_s
+            await asyncio.sleep(wake - loop.time())

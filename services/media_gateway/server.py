@@ -1,0 +1,200 @@
+"""The media gateway process: a websockets server, one `MediaSession` per connection.
+
+Shape (../shared/style.md, websockets): `serve(handler, host, port, process_request=...)`.
+Health, readiness and metrics are answered in `process_request` on the media port, before
+any upgrade (contract: "Default ports"), and so is admission: past GATEWAY_MAX_SESSIONS or
+while draining, an upgrade gets a plain HTTP 503 instead of a socket that is then dropped.
+
+Limits set on the server: `max_size` (an oversized message closes with 1009), keep-alive
+pings (a half-open Infobip socket ends within interval + timeout), no compression (PCM does
+not compress and deflate costs ~100 KB of memory per socket).
+
+Shutdown (SIGTERM): readiness false at once, new upgrades refused, live calls run to their
+end for up to DRAIN_TIMEOUT_S; calls still alive then are ended (`drain_timeout`, hang-up
+job) and the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from http import HTTPStatus
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from services.media_gateway import metrics
+from services.media_gateway.config import GatewaySettings
+from services.media_gateway.pacer import PacerHub
+from services.media_gateway.session import MediaSession, SessionDeps
+from services.media_gateway.state import Heartbeat, StateStore, connect_redis
+from services.media_gateway.tools import ToolRegistry, default_registry
+from shared.profiles import ProfileBook, load_profiles
+
+log = logging.getLogger(__name__)
+
+
+class Gateway:
+    """Start with `async with Gateway(settings) as gw:` (or `start()`/`stop()`)."""
+
+    def __init__(self, settings: GatewaySettings, *, profiles: ProfileBook | None = None,
+                 tools: ToolRegistry | None = None) -> None:
+        self.settings = settings
+        self.profiles = profiles or load_profiles(settings.agent_profiles_file)
+        self.tools = tools or default_registry()
+        self.sessions: set[MediaSession] = set()
+        self.draining = False
+        self._pending: set[ServerConnection] = set()  # admitted, handshake not finished
+        self._server: Server | None = None
+        self._hub = PacerHub()
+        self._store: StateStore | None = None
+        self._no_sessions = asyncio.Event()
+        self._no_sessions.set()
+
+    # Lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._store = StateStore(connect_redis(s.redis_url), s.gateway_id,
+                                 s.gateway_max_sessions, self._heartbeat)
+        self._store.start()
+        self._hub.start()
+        self._server = await serve(
+            self._handle, s.gateway_host, s.gateway_port,
+            process_request=self._process_request,
+            max_size=s.max_message_bytes, max_queue=32, compression=None,
+            ping_interval=s.keepalive_interval_s, ping_timeout=s.keepalive_timeout_s,
+            close_timeout=2,
+        )
+        log.info("media gateway %s listening on %s:%d (max %d sessions)", s.gateway_id,
+                 s.gateway_host, self.port, s.gateway_max_sessions)
+
+    async def stop(self) -> None:
+        """Close everything now (after `drain()` for a graceful stop)."""
+        self.draining = True
+        for session in list(self.sessions):
+            session.terminate("drain_timeout")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await self._wait_sessions(5.0)
+        await self._hub.stop()
+        if self._store is not None:
+            await self._store.close()
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Readiness false, refuse new calls, let live calls finish (bounded).
+        True if every call ended by itself; the rest are ended with `drain_timeout`."""
+        self.draining = True
+        limit = self.settings.drain_timeout_s if timeout is None else timeout
+        log.info("draining: %d live sessions, up to %.0f s", len(self.sessions), limit)
+        if await self._wait_sessions(limit):
+            return True
+        for session in list(self.sessions):
+            session.terminate("drain_timeout")
+        await self._wait_sessions(5.0)
+        return False
+
+    async def _wait_sessions(self, timeout: float) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                await self._no_sessions.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "not started"
+        return int(next(iter(self._server.sockets)).getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/media"
+
+    @property
+    def store(self) -> StateStore:
+        assert self._store is not None, "not started"
+        return self._store
+
+    # Admission -----------------------------------------------------------------------------
+
+    def _load(self) -> int:
+        self._pending = {c for c in self._pending if c.state is State.CONNECTING}
+        return len(self.sessions) + len(self._pending)
+
+    @property
+    def ready(self) -> bool:
+        return (self._server is not None and not self.draining
+                and self._load() < self.settings.gateway_max_sessions)
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return conn.respond(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            if self.ready:
+                return conn.respond(HTTPStatus.OK, "ready\n")
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                "draining\n" if self.draining else "at capacity\n")
+        if path == "/metrics":
+            response = conn.respond(HTTPStatus.OK, "")
+            body = metrics.render()
+            response.body = body
+            response.headers["Content-Type"] = metrics.CONTENT_TYPE
+            response.headers["Content-Length"] = str(len(body))
+            return response
+        if self.draining:
+            metrics.REFUSED.labels("draining").inc()
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway draining\n")
+        if self._load() >= self.settings.gateway_max_sessions:
+            metrics.REFUSED.labels("capacity").inc()
+            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway at capacity\n")
+        self._pending.add(conn)
+        return None
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        self._pending.discard(conn)
+        session = MediaSession(conn, SessionDeps(self.settings, self.store, self._hub,
+                                                 self.profiles, self.tools,
+                                                 self.settings.gateway_id))
+        self.sessions.add(session)
+        self._no_sessions.clear()
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+            if not self.sessions:
+                self._no_sessions.set()
+
+    def _heartbeat(self) -> Heartbeat:
+        live = [s for s in self.sessions if s.call_id and hasattr(s, "playout")
+                and s.state.value != "ended"]
+        return Heartbeat(sessions=len(self.sessions), ready=self.ready,
+                         counters={s.call_id: s.counters() for s in live})
+
+
+async def run_gateway(settings: GatewaySettings) -> int:
+    """Process entry point: serve until SIGTERM/SIGINT, then drain and stop."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(settings)
+    await gateway.start()
+    try:
+        await stop.wait()
+        log.info("signal received: draining")
+        await gateway.drain()
+    finally:
+        await gateway.stop()
+    return 0

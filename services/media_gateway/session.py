@@ -1,0 +1,397 @@
+"""One call's media session: Infobip socket <-> OpenAI Realtime socket, start to end.
+
+Lifecycle (recorded in the session record, contract "Session record"):
+`connecting` (token accepted, model socket opening) -> `streaming` (model configured) ->
+`draining` (the call is being ended on purpose: goodbye/notice playing, job enqueued,
+waiting for the orchestrator to hang up) -> `ended`. The session's life is the Infobip
+socket: `run()` returns when it closes, whoever closed it; everything else (model reader,
+watchdog, tools, ending sequence) are tasks of the session, cancelled at its end.
+
+How calls end, and why:
+- caller hangs up (socket closed by Infobip): `caller_hangup`, unless a tool or timeout had
+  already decided the end (`agent_hangup`, `transferred`, `max_duration`, `model_failed`).
+- `hang_up` / `transfer_to_human` tools: after the agent's last words were played out, the
+  `hangup_call` / `transfer_call` job is enqueued; the orchestrator ends the media leg. If it
+  has not after TOOL_END_GRACE_S, we close the socket ourselves.
+- idle timeout (no caller frames for IDLE_TIMEOUT_S: Infobip streams frames continuously, so
+  this is a dead or half-open peer that cannot hear anything): `hangup_call` job, close now.
+- max duration: a short spoken notice, then `hangup_call` (`max_duration`), close after the
+  grace period if the orchestrator has not.
+- model lost for MODEL_RECONNECT_TIMEOUT_S (hold sound meanwhile): a spoken fallback, then
+  `transfer_call` when the profile has a transfer number, else `hangup_call` (`model_failed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from services.media_gateway import metrics, relay, sounds
+from services.media_gateway.bargein import CLEAR, BargeIn
+from services.media_gateway.config import GatewaySettings
+from services.media_gateway.model_link import ModelLink
+from services.media_gateway.pacer import PacerHub, Sender
+from services.media_gateway.state import StateStore, TokenStoreUnavailable, now_ms
+from services.media_gateway.tools import ToolCall, ToolRegistry, ToolResult
+from shared import realtime_events as rt
+from shared.audio.playout import Playout
+from shared.audio.resampler import StreamResampler
+from shared.infobip_media import Connected, MediaProtocolError, parse_control
+from shared.jobs import HANGUP_CALL, TRANSFER_CALL
+from shared.logging_setup import call_id_var
+from shared.profiles import AgentProfile, ProfileBook
+
+log = logging.getLogger(__name__)
+
+#: 32000 too: Infobip media-stream configs allow it (../shared/reference/infobip-calls.md).
+SUPPORTED_RATES = frozenset({8000, 16000, 24000, 32000, 48000})
+MODEL_RATE = rt.MODEL_RATE
+_HISTORY_LINES = 60
+
+
+class SessionState(StrEnum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    DRAINING = "draining"
+    ENDED = "ended"
+
+
+@dataclass
+class SessionDeps:
+    """What every session of a gateway shares (built once by the server)."""
+
+    settings: GatewaySettings
+    store: StateStore
+    hub: PacerHub
+    profiles: ProfileBook
+    tools: ToolRegistry
+    gateway_id: str
+
+
+class MediaSession:
+    def __init__(self, conn: ServerConnection, deps: SessionDeps) -> None:
+        self.conn = conn
+        self.deps = deps
+        self.settings = deps.settings
+        self.loop = asyncio.get_running_loop()
+        self.state = SessionState.CONNECTING
+        self.call_id = ""
+        self.dialog_id = ""
+        self.rate = 0
+        self.profile = AgentProfile()
+        self.end_reason: str | None = None
+        self.frames_in = 0
+        self.malformed_frames = 0
+        self.last_audio_in = self.loop.time()
+        self.connected_at = self.loop.time()
+        self.history: deque[tuple[str, str]] = deque(maxlen=_HISTORY_LINES)
+        self.active_response: str | None = None
+        self.last_response_request: str | None = None
+        self.ending_notice = False
+        self._want_response = False
+        self._ending = False
+        self._tool_calls: dict[str, list[ToolCall]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closer: asyncio.Task[None] | None = None
+
+    # Life ----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the call until the Infobip socket closes."""
+        if not await self._admit():
+            return
+        self._start()
+        try:
+            await relay.caller_pump(self)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("media session failed")
+            self.end_reason = self.end_reason or "error"
+        finally:
+            await self._finish()
+
+    async def _admit(self) -> bool:
+        """`websocket:connected` first, with a valid one-time media token (contract "Media
+        token"); otherwise close 1008 with the reason, before anything is relayed."""
+        try:
+            async with asyncio.timeout(self.settings.connect_timeout_s):
+                first = await self.conn.recv()
+        except (TimeoutError, ConnectionClosed):
+            return await self._refuse("no websocket:connected", 1008)
+        try:
+            control = parse_control(first) if isinstance(first, str) else None
+        except MediaProtocolError as exc:
+            return await self._refuse(f"bad websocket:connected: {exc}"[:100], 1008)
+        if not isinstance(control, Connected):
+            return await self._refuse("expected websocket:connected first", 1008)
+        if control.sample_rate not in SUPPORTED_RATES:
+            return await self._refuse(f"unsupported sample rate {control.sample_rate}", 1003)
+        custom = control.custom_data
+        token, call_id = custom.get("cbToken", ""), custom.get("cbCallId", "")
+        call_id_var.set(call_id or None)
+        if not token:
+            return await self._refuse("missing media token", 1008)
+        if not call_id:
+            return await self._refuse("missing cbCallId", 1008)
+        try:
+            record, dialog_id = await self.deps.store.claim_media_token(token, call_id)
+        except TokenStoreUnavailable as exc:
+            log.error("media token check failed, Redis unavailable: %s", exc)
+            return await self._refuse("token store unavailable", 1011)
+        if record is None:
+            return await self._refuse("unknown or already used media token", 1008)
+        if record.get("call_id") != call_id:
+            return await self._refuse("media token belongs to another call", 1008)
+        expires_at = record.get("expires_at")
+        if not isinstance(expires_at, int | float) or expires_at < time.time():
+            return await self._refuse("media token expired", 1008)
+        self.call_id = call_id
+        self.dialog_id = dialog_id
+        self.rate = control.sample_rate
+        self.profile = self.deps.profiles.get(record.get("profile") or custom.get("cbProfile"))
+        return True
+
+    async def _refuse(self, reason: str, code: int) -> bool:
+        metrics.REFUSED.labels(reason.split(":")[0]).inc()
+        log.warning("media connection refused: %s", reason)
+        await self.conn.close(code, reason)
+        return False
+
+    def _start(self) -> None:
+        s = self.settings
+        self.connected_at = self.last_audio_in = self.loop.time()
+        self.resample_in = StreamResampler(self.rate, MODEL_RATE, s.resample_quality)
+        self.resample_out = StreamResampler(MODEL_RATE, self.rate, s.resample_quality)
+        self.playout = Playout(self.rate)
+        self.sender = Sender(self.conn, self.playout, s.latency_sample_every,
+                             self._on_first_audio)
+        self.link = ModelLink(s, self.profile, self.deps.tools.schemas(self.profile.tools),
+                              lambda: self.history)
+        self.barge = BargeIn(self.playout, self.sender, self.link, self.resample_out,
+                             s.playout_allowance_ms,
+                             enabled=self.profile.turn_detection.interrupt_response)
+        self.deps.hub.add(self.sender)
+        metrics.ACTIVE_SESSIONS.inc()
+        store = self.deps.store
+        store.update(self.call_id, call_id=self.call_id, gateway_id=self.deps.gateway_id,
+                     dialog_id=self.dialog_id, profile=self.profile.name, sample_rate=self.rate,
+                     state=self.state.value, started_at=now_ms(), frames_in=0, frames_out=0,
+                     barge_ins=0, truncates=0)
+        store.add_member(self.call_id)
+        log.info("media session started: %d Hz, profile %s", self.rate, self.profile.name)
+        self._spawn(self._model_main(), "model")
+        self._spawn(self._watchdog(), "watchdog")
+
+    async def _finish(self) -> None:
+        self.state = SessionState.ENDED
+        reason = self.end_reason or "caller_hangup"
+        self.end_reason = reason
+        self.link.closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.link.close()
+        self.deps.hub.remove(self.sender)
+        store = self.deps.store
+        store.update(self.call_id, state=self.state.value, ended_at=now_ms(), end_reason=reason,
+                     **self.counters())
+        store.remove_member(self.call_id)
+        metrics.ACTIVE_SESSIONS.dec()
+        metrics.SESSIONS.labels(reason).inc()
+        log.info("media session ended: %s", reason, extra=self.counters())
+        await self.conn.close()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = self.loop.create_task(coro, name=f"{name}:{self.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task %s failed", task.get_name(), exc_info=task.exception())
+            self.terminate("error", code=1011)
+
+    def counters(self) -> dict[str, int]:
+        return {"frames_in": self.frames_in, "frames_out": self.playout.frames_sent,
+                "barge_ins": self.barge.barge_ins, "truncates": self.barge.truncates}
+
+    # Model ---------------------------------------------------------------------------------
+
+    async def _model_main(self) -> None:
+        ok = await self.link.run(lambda raw, at: relay.on_model_event(self, raw, at),
+                                 self._on_model_lost, self._on_model_open)
+        if not ok and not self._ending:
+            log.error("model unavailable for %.0f s: fallback", self.settings.
+                      model_reconnect_timeout_s)
+            transfer = bool(self.profile.transfer_number)
+            self._begin_ending(
+                "model_failed", TRANSFER_CALL if transfer else HANGUP_CALL, "model_failed",
+                sounds.notice(sounds.FALLBACK_TRANSFER if transfer else sounds.FALLBACK_GOODBYE,
+                              self.rate))
+
+    def _on_model_open(self, first: bool) -> None:
+        self.playout.set_filler(None)
+        self._tool_calls.clear()
+        # the greeting (first) or the resume (re-seed) response.create was sent
+        self.active_response = "pending" if (self.profile.greeting or not first) else None
+        if first and self.state is SessionState.CONNECTING:
+            self.set_state(SessionState.STREAMING)
+
+    def _on_model_lost(self) -> None:
+        self.playout.set_filler(sounds.hold(self.rate, self.settings.hold_limit_ms))
+        self.active_response = None
+        self._want_response = False
+
+    def _on_first_audio(self) -> None:
+        metrics.FIRST_AUDIO.observe(self.loop.time() - self.connected_at)
+        self.record_update(first_audio_at=now_ms())
+
+    def request_response(self) -> None:
+        """`response.create`, or after the active response is done (one at a time)."""
+        if self.active_response is not None:
+            self._want_response = True
+            return
+        event = rt.response_create()
+        self.last_response_request = event["event_id"]
+        if self.link.send(event):
+            self.active_response = "pending"
+
+    def on_response_done(self, response_id: str | None, status: str) -> None:
+        self.active_response = None
+        calls = self._tool_calls.pop(response_id or "", [])
+        if status == "cancelled":
+            if calls:
+                log.info("response cancelled: not running %s", [c.name for c in calls])
+        else:
+            for call in calls:
+                self._spawn(self._run_tool(call), f"tool-{call.name}")
+        if self._want_response:
+            self._want_response = False
+            self.request_response()
+
+    def on_function_call(self, event: rt.FunctionCallDone) -> None:
+        call = ToolCall.parse(event.name, event.call_id, event.arguments, event.response_id)
+        self._tool_calls.setdefault(event.response_id or "", []).append(call)
+
+    async def _run_tool(self, call: ToolCall) -> None:
+        tool = self.deps.tools.get(call.name)
+        metrics.TOOL_CALLS.labels(call.name if tool else "unknown").inc()
+        respond = True
+        if tool is None:
+            output = f"There is no tool named {call.name}."
+        else:
+            try:
+                result = await tool.handler(call, self)
+            except Exception:
+                log.exception("tool %s failed", call.name)
+                result = "The tool failed; apologise and continue without it."
+            output, respond = ((result.output, result.respond) if isinstance(result, ToolResult)
+                               else (result, tool.respond))
+        self.record_line("system", f"tool {call.name}: {output}")
+        self.link.send(rt.function_call_output(call.call_id, output))
+        if respond:
+            self.request_response()
+
+    # Tool host and ending ------------------------------------------------------------------
+
+    async def wait_played_out(self, timeout: float) -> bool:
+        """Until no agent audio is queued or still sounding at Infobip (bounded)."""
+        waiter = asyncio.Event()
+        self.sender.idle_waiter = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter.wait()
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            if self.sender.idle_waiter is waiter:
+                self.sender.idle_waiter = None
+
+    def end_call(self, job: str, job_reason: str, end_reason: str) -> None:
+        self._begin_ending(end_reason, job, job_reason, None)
+
+    def _begin_ending(self, end_reason: str, job: str | None, job_reason: str,
+                      notice: bytes | None, grace: float | None = None) -> None:
+        if self._ending:
+            return
+        self._ending = True
+        self.end_reason = end_reason
+        self.set_state(SessionState.DRAINING)
+        grace = self.settings.tool_end_grace_s if grace is None else grace
+        self._spawn(self._ending_sequence(job, job_reason, notice, grace), "ending")
+
+    async def _ending_sequence(self, job: str | None, job_reason: str, notice: bytes | None,
+                               grace: float) -> None:
+        self.link.muted = True  # the agent has said its last words
+        if notice is not None:
+            self.ending_notice = True  # model audio is ignored from here on
+            await self.link.close()
+            now = self.loop.time()
+            if self.playout.playing(now):
+                self.sender.send_text(CLEAR)
+            self.playout.clear()
+            self.playout.set_filler(None)
+            self.playout.push(notice, "notice")
+            self.playout.pad_item()
+            self.sender.kick(now, now)
+            await self.wait_played_out(len(notice) / self.playout.bytes_per_ms / 1000 + 5.0)
+        if job is not None:
+            self.deps.store.enqueue_job(job, self.call_id, job_reason)
+        try:
+            async with asyncio.timeout(grace):
+                await self.conn.wait_closed()
+        except TimeoutError:
+            await self.conn.close(1000, "call ended")
+
+    def terminate(self, end_reason: str, code: int = 1001, job: bool = True) -> None:
+        """End now (drain timeout, internal error): hang-up job, close the socket."""
+        if self.state is SessionState.ENDED:
+            return
+        self.end_reason = self.end_reason or end_reason
+        if job:
+            self.deps.store.enqueue_job(HANGUP_CALL, self.call_id, end_reason)
+        if self._closer is None:
+            self._closer = self.loop.create_task(self.conn.close(code, end_reason))
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        step = max(0.05, min(1.0, s.idle_timeout_s / 4, s.max_call_duration_s / 4))
+        for _ in range(int((s.max_call_duration_s + s.idle_timeout_s) / step) + 10):
+            await asyncio.sleep(step)  # a periodic check, not synchronisation
+            now = self.loop.time()
+            if self._ending:
+                return
+            if now - self.last_audio_in >= s.idle_timeout_s:
+                log.warning("no caller audio for %.1f s: ending the call", s.idle_timeout_s)
+                self._begin_ending("idle_timeout", HANGUP_CALL, "idle_timeout", None, grace=0)
+                return
+            if now - self.connected_at >= s.max_call_duration_s:
+                log.info("maximum call duration reached")
+                self._begin_ending("max_duration", HANGUP_CALL, "max_duration",
+                                   sounds.notice(sounds.MAX_DURATION, self.rate))
+                return
+
+    # Records -------------------------------------------------------------------------------
+
+    def set_state(self, state: SessionState) -> None:
+        self.state = state
+        self.record_update(state=state.value)
+
+    def record_update(self, **fields: str | int) -> None:
+        self.deps.store.update(self.call_id, **fields)
+
+    def record_line(self, role: str, text: str) -> None:
+        self.history.append((role, text))
+        self.deps.store.transcript(self.call_id, role, text)

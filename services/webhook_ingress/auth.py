@@ -1,0 +1,166 @@
+"""Who may post webhooks: source-IP allowlist, HTTP Basic, HMAC-SHA256 body signature.
+
+Infobip's webhook subscriptions offer BASIC and HMAC (HMAC-SHA256 among the algorithms);
+the HMAC header name and signed string are unverified, hence configurable
+(/work/shared/reference/infobip-calls.md, "Webhooks"; scheme in shared/webhook_signing.py).
+
+Every configured check must pass. Secrets are compared in constant time (over SHA-256
+digests, so not even the length leaks) and never appear in a response or a log line.
+A refused request stores nothing, not even in the rejected stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address
+
+from multidict import CIMultiDictProxy
+
+from services.webhook_ingress.config import IngressSettings, Network
+from shared.webhook_signing import verify
+
+IPAddress = IPv4Address | IPv6Address
+BASIC_CHALLENGE = 'Basic realm="callbridge-webhook", charset="UTF-8"'
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a request was refused: HTTP status, machine code, human detail, extra headers."""
+
+    status: int
+    code: str
+    detail: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()
+
+
+def parse_ip(text: str | None) -> IPAddress | None:
+    """An address from a peer name or a forwarded hop: `1.2.3.4`, `1.2.3.4:80`, `[::1]:80`,
+    `"[::1]"`; None for `unknown`, obfuscated identifiers or garbage."""
+    if not text:
+        return None
+    value = text.strip().strip('"')
+    if value.startswith("["):
+        value = value[1:].split("]", 1)[0]
+    elif value.count(":") == 1:  # IPv4 with a port; a bare IPv6 has several colons
+        value = value.split(":", 1)[0]
+    try:
+        return ip_address(value)
+    except ValueError:
+        return None
+
+
+def forwarded_chain(headers: CIMultiDictProxy[str]) -> list[str]:
+    """Hops left to right: RFC 7239 `Forwarded: for=...` when present, else X-Forwarded-For."""
+    forwarded = headers.getall("Forwarded", [])
+    if forwarded:
+        hops = []
+        for element in ",".join(forwarded).split(","):
+            for pair in element.split(";"):
+                name, _, value = pair.strip().partition("=")
+                if name.lower() == "for":
+                    hops.append(value)
+        return hops
+    return [hop for hop in ",".join(headers.getall("X-Forwarded-For", [])).split(",")
+            if hop.strip()]
+
+
+def _in_any(address: IPAddress, networks: Iterable[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def client_address(peer: str | None, headers: CIMultiDictProxy[str],
+                   trusted_proxies: Sequence[Network]) -> IPAddress | None:
+    """The sender's address. Forwarded headers are believed only when the TCP peer is a
+    trusted proxy, and then only up to the first hop that is not itself a trusted proxy
+    (walking right to left), so a client cannot spoof its way in with its own header."""
+    address = parse_ip(peer)
+    if address is None or not _in_any(address, trusted_proxies):
+        return address
+    for hop in reversed(forwarded_chain(headers)):
+        hop_address = parse_ip(hop)
+        if hop_address is None:
+            return None  # unparseable hop from a trusted proxy: do not guess
+        address = hop_address
+        if not _in_any(hop_address, trusted_proxies):
+            break
+    return address
+
+
+class Authenticator:
+    """The configured checks, split by when they can run: before the body (IP, Basic) and
+    after it (HMAC needs the exact raw bytes)."""
+
+    def __init__(self, settings: IngressSettings) -> None:
+        self.allowlist = list(settings.webhook_allowlist)
+        self.trusted_proxies = list(settings.webhook_trusted_proxies)
+        self._basic: tuple[bytes, bytes] | None = None
+        if settings.webhook_basic_user is not None and settings.webhook_basic_password:
+            self._basic = (
+                _digest(settings.webhook_basic_user.encode()),
+                _digest(settings.webhook_basic_password.get_secret_value().encode()),
+            )
+        secret = settings.webhook_hmac_secret
+        self._hmac_secret = secret.get_secret_value().encode() if secret else None
+        self._sig_header = settings.webhook_hmac_signature_header
+        self._ts_header = settings.webhook_hmac_timestamp_header
+        self._tolerance_s = settings.webhook_hmac_tolerance_s
+
+    @property
+    def needs_body(self) -> bool:
+        return self._hmac_secret is not None
+
+    def check_peer(self, peer: str | None, headers: CIMultiDictProxy[str]) -> Refusal | None:
+        """Allowlist and Basic: both answerable from the headers alone."""
+        if self.allowlist:
+            address = client_address(peer, headers, self.trusted_proxies)
+            if address is None or not _in_any(address, self.allowlist):
+                # 403, not 401: no credential would change the answer.
+                return Refusal(403, "forbidden_source",
+                               "this source address may not post webhooks; add it to "
+                               "WEBHOOK_ALLOWLIST (or its proxy to WEBHOOK_TRUSTED_PROXIES)")
+        if self._basic is not None:
+            problem = self._check_basic(headers.get("Authorization"))
+            if problem:
+                return Refusal(401, "unauthorized", problem,
+                               (("WWW-Authenticate", BASIC_CHALLENGE),))
+        return None
+
+    def _check_basic(self, header: str | None) -> str | None:
+        assert self._basic is not None
+        if not header or header[:6].lower() != "basic ":
+            return "send HTTP Basic credentials (Authorization: Basic ...)"
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return "the Authorization header is not valid Basic (base64 of user:password)"
+        user, sep, password = decoded.partition(b":")
+        # Both compared every time (no short-circuit on the user name).
+        user_ok = hmac.compare_digest(_digest(user), self._basic[0])
+        password_ok = hmac.compare_digest(_digest(password), self._basic[1])
+        if not (sep and user_ok and password_ok):
+            return "wrong user name or password"
+        return None
+
+    def check_body(self, headers: CIMultiDictProxy[str], body: bytes) -> Refusal | None:
+        """HMAC-SHA256 over `<timestamp>.<raw body>` (shared.webhook_signing.verify, which
+        compares with hmac.compare_digest and refuses timestamps outside the tolerance)."""
+        if self._hmac_secret is None:
+            return None
+        problem = verify(self._hmac_secret, body, headers.get(self._sig_header),
+                         headers.get(self._ts_header), tolerance_s=self._tolerance_s)
+        if problem:
+            return Refusal(401, "bad_signature",
+                           f"{problem}; sign the raw body as {self._sig_header}: "
+                           f"sha256=<hex hmac of '<unix seconds>.<body>'> with "
+                           f"{self._ts_header}: <unix seconds>",
+                           (("WWW-Authenticate", f'HMAC-SHA256 header="{self._sig_header}"'),))
+        return None

@@ -1,0 +1,221 @@
+"""Playout model for one caller: agent audio queued in 20 ms frames, paced at real time.
+
+Pure: no sockets, no clock of its own. The gateway asks `next_due()` when to look again and
+calls `pop_frame(now)` with its own clock, so tests drive time by hand.
+
+Pacing rule (../shared/perf-notes.md, "Relaying audio": a fixed ticker adds up to a frame of
+delay, so send the first frame of a burst at once and time the rest from it). We track the
+*playhead*: the time at which the receiver will have played everything sent so far
+(`playhead = max(playhead, now) + 20 ms` per frame). Agent audio may be sent while the
+receiver holds at most one frame plus one pacer tick, so a burst's first frame leaves at once
+(and a second right behind it, a 20 ms cushion against event-loop lag); filler (silence or
+the hold sound) is sent only when the receiver is about to run dry. The stream is steady
+(Infobip may drop a silent socket: ../shared/reference/infobip-calls.md), never drifts ahead
+(the lead returns to one tick in every pause), and what is "sent but not yet heard" is always
+known: `lead(now)`, which barge-in subtracts when it truncates the agent's item.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+FRAME_MS = 20
+BYTES_PER_SAMPLE = 2
+#: How many per-item counters to keep: barge-in only ever looks at the current item.
+_ITEMS_KEPT = 8
+
+
+def frame_bytes(rate: int, frame_ms: int = FRAME_MS) -> int:
+    """16-bit mono bytes in one frame (960 at 24 kHz / 20 ms)."""
+    return rate * frame_ms // 1000 * BYTES_PER_SAMPLE
+
+
+class _Segment:
+    """A run of queued bytes belonging to one agent item."""
+
+    __slots__ = ("item_id", "nbytes")
+
+    def __init__(self, item_id: str, nbytes: int) -> None:
+        self.item_id = item_id
+        self.nbytes = nbytes
+
+
+class Playout:
+    """The frames owed to one caller and the pacing state of their receiver."""
+
+    def __init__(self, rate: int, frame_ms: int = FRAME_MS, tick_ms: float = 5.0) -> None:
+        self.rate = rate
+        self.frame_ms = frame_ms
+        self.frame_bytes = frame_bytes(rate, frame_ms)
+        self.bytes_per_ms = rate * BYTES_PER_SAMPLE / 1000.0
+        self._frame_s = frame_ms / 1000.0
+        self._audio_lead = (frame_ms + tick_ms) / 1000.0
+        self._fill_lead = tick_ms / 1000.0
+        self._buf = bytearray()
+        self._segments: deque[_Segment] = deque()  # queue order
+        self._playhead: float | None = None
+        self._silence = bytes(self.frame_bytes)
+        self._filler: bytes | None = None
+        self._filler_pos = 0
+        self._sent: OrderedDict[str, int] = OrderedDict()  # item_id -> bytes sent
+        self.last_item: str | None = None  # item of the newest audio frame sent
+        self.last_was_audio = False
+        self.frames_sent = 0
+        self.audio_frames = 0
+        self.late_frames = 0  # the receiver ran dry before this frame (a gap it heard)
+        self.underruns = 0  # a gap in the middle of agent audio
+
+    # Queue -------------------------------------------------------------------------------
+
+    def push(self, pcm: bytes, item_id: str) -> bool:
+        """Queue agent audio. True when this starts a burst (the sender should send now)."""
+        if not pcm:
+            return False
+        starts = len(self._buf) < self.frame_bytes
+        self._buf += pcm
+        if self._segments and self._segments[-1].item_id == item_id:
+            self._segments[-1].nbytes += len(pcm)
+        else:
+            self._segments.append(_Segment(item_id, len(pcm)))
+        return starts and len(self._buf) >= self.frame_bytes
+
+    def pad_item(self) -> bool:
+        """End of an item: complete its last frame with silence so it is sent, not held back
+        waiting for audio that will never come. True if a frame became ready."""
+        partial = len(self._buf) % self.frame_bytes
+        if not partial:
+            return False
+        pad = self.frame_bytes - partial
+        self._buf += bytes(pad)
+        if self._segments:
+            self._segments[-1].nbytes += pad
+        return len(self._buf) == self.frame_bytes
+
+    def clear(self) -> int:
+        """Drop everything queued (barge-in). Returns the bytes dropped."""
+        dropped = len(self._buf)
+        self._buf.clear()
+        self._segments.clear()
+        return dropped
+
+    def set_filler(self, pcm: bytes | None) -> None:
+        """Loop `pcm` instead of silence when no agent audio is queued (the hold sound)."""
+        if pcm:
+            rem = len(pcm) % self.frame_bytes
+            pcm = pcm + bytes(self.frame_bytes - rem) if rem else pcm
+        self._filler = pcm or None
+        self._filler_pos = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return len(self._buf)
+
+    def queued_ms(self) -> float:
+        return len(self._buf) / self.bytes_per_ms
+
+    # Pacing ------------------------------------------------------------------------------
+
+    def lead(self, now: float) -> float:
+        """Seconds of sent audio the receiver has not played yet."""
+        return 0.0 if self._playhead is None else max(0.0, self._playhead - now)
+
+    def next_due(self) -> float:
+        """When `pop_frame` will next return a frame (loop time); -inf before the first."""
+        if self._playhead is None:
+            return float("-inf")
+        if len(self._buf) >= self.frame_bytes:
+            return self._playhead - self._audio_lead
+        return self._playhead - self._fill_lead
+
+    def pop_frame(self, now: float) -> bytes | None:
+        """The frame to send at `now`, or None if nothing is due yet."""
+        head = self._playhead
+        has_audio = len(self._buf) >= self.frame_bytes
+        if head is not None:
+            ahead = head - now
+            if ahead > (self._audio_lead if has_audio else self._fill_lead):
+                return None
+            if ahead < -0.002:  # the receiver ran dry: it heard a gap
+                self.late_frames += 1
+                if has_audio and self.last_was_audio:
+                    self.underruns += 1
+            head = max(head, now)
+        else:
+            head = now
+        self._playhead = head + self._frame_s
+        self.frames_sent += 1
+        if has_audio:
+            self.audio_frames += 1
+            self.last_was_audio = True
+            return self._take_audio()
+        self.last_was_audio = False
+        if self._filler is None:
+            return self._silence
+        start = self._filler_pos
+        end = start + self.frame_bytes
+        self._filler_pos = 0 if end >= len(self._filler) else end
+        return self._filler[start:end]
+
+    def _take_audio(self) -> bytes:
+        n = self.frame_bytes
+        frame = bytes(self._buf[:n])
+        del self._buf[:n]  # O(1) amortised: bytearray deletes from the front in place
+        left = n
+        while left and self._segments:
+            seg = self._segments[0]
+            take = min(left, seg.nbytes)
+            self._sent[seg.item_id] = self._sent.get(seg.item_id, 0) + take
+            self.last_item = seg.item_id
+            left -= take
+            seg.nbytes -= take
+            if not seg.nbytes:
+                self._segments.popleft()
+        if len(self._sent) > _ITEMS_KEPT:
+            self._sent.popitem(last=False)
+        return frame
+
+    # Accounting --------------------------------------------------------------------------
+
+    def sent_ms(self, item_id: str) -> float:
+        return self._sent.get(item_id, 0) / self.bytes_per_ms
+
+    def unplayed_ms(self, item_id: str, now: float) -> float:
+        """Sent but not yet heard: the receiver's lead, if this item was sent last."""
+        if item_id != self.last_item or not self.last_was_audio:
+            return 0.0
+        return min(self.lead(now) * 1000.0, self.sent_ms(item_id))
+
+    def has_queued(self, item_id: str) -> bool:
+        return any(seg.item_id == item_id for seg in self._segments)
+
+    def playing(self, now: float) -> bool:
+        """Agent audio is queued or still sounding at the receiver."""
+        return bool(self._buf) or (self.last_was_audio and self.lead(now) > 0.0)
+
+
+@dataclass(slots=True)
+class AgentItem:
+    """What the model generated for one assistant item (24 kHz model time)."""
+
+    item_id: str
+    response_id: str
+    generated_ms: float = 0.0
+    audio_done: bool = False
+
+
+def truncate_point(sent_ms: float, unplayed_ms: float, generated_ms: float,
+                   allowance_ms: float, finished: bool) -> int | None:
+    """`audio_end_ms` for `conversation.item.truncate`, or None to skip the truncate.
+
+    ../shared/reference/openai-realtime.md, "Barge-in done right": truncate at what the caller
+    heard, `min(ms sent for the item, ms generated)`, minus no more than the playout allowance
+    (what may still sit in the receiver's buffer) and never beyond what was generated (the
+    server rejects that: "Audio content of X ms is already shorter than Y ms"). Skip it when
+    nothing was heard or when playback had finished (the item is already whole).
+    """
+    if finished:
+        return None
+    heard = sent_ms - min(max(unplayed_ms, 0.0), max(allowance_ms, 0.0))
+    end = int(min(heard, generated_ms))
+    return end if end > 0 else None

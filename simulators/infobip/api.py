@@ -1,0 +1,239 @@
+"""The simulated Calls API over aiohttp: auth, recording, faults, dialogs and calls.
+
+Source for every route and status: ../shared/reference/infobip-calls.md, "REST":
+`Authorization: App <key>`; `POST /calls/1/dialogs` -> 201 with the dialog (documented
+errors 400, 401, 403, 404, 429, 500; no 409), throttled at 20 requests/s;
+`POST /calls/1/calls/{id}/answer` needs a JSON body and answers `{"status": ...}`, not a
+call; `POST /calls/1/calls/{id}/hangup` (body optional) and `GET` return the call;
+`POST /calls/1/dialogs/{id}/hangup` ends every call in the dialog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from shared.infobip_calls import DialogRequest, WebsocketEndpoint
+
+from . import configs
+from .calls import CallState, DialogState
+from .faults import fault_body
+from .http_common import (
+    JSON_ERROR_KEY,
+    JSON_KEY,
+    REC_KEY,
+    SIM,
+    RecordedRequest,
+    bad_request,
+    error_response,
+    json_object,
+    not_found,
+    validation_errors,
+)
+
+if TYPE_CHECKING:
+    from .simulator import InfobipSimulator
+
+DIALOGS_PATH = "/calls/1/dialogs"
+#: Reference: dialog creation is throttled at 20 requests/s (when emulation is on).
+DIALOG_RATE_PER_S = 20
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Record, authenticate, apply faults and the throttle, then handle."""
+    sim = request.app[SIM]
+    at = time.time()
+    raw = await request.read()
+    parsed = None
+    if raw:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            request[JSON_ERROR_KEY] = str(exc)
+    request[JSON_KEY] = parsed
+    rec = RecordedRequest(request.method, request.path, dict(request.headers), parsed, at,
+                          query=dict(request.query))
+    request[REC_KEY] = rec
+    sim.requests.append(rec)
+    if request.method == "POST" and request.path == DIALOGS_PATH:
+        sim.dialog_requests.append(rec)
+    response = await _answer(request, handler, rec)
+    rec.status = response.status
+    rec.answered_at = time.time()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler,
+                  rec: RecordedRequest) -> web.StreamResponse:
+    sim = request.app[SIM]
+    auth = request.headers.get("Authorization", "")
+    if auth != f"App {sim.api_key}":
+        text = "missing Authorization header" if not auth else "invalid API key or scheme"
+        return error_response(401, "UNAUTHORIZED", text)
+    client = auth
+    rec.early = sim.faults.check_arrival(client, request.method, request.path, rec.at)
+    decision = sim.faults.decide(request.path)
+    throttled = sim.throttled(request.method, request.path, rec.at)
+    rec.faulted = decision.faulted or throttled
+    if decision.delay_s > 0:
+        # A slow server: the request is processed after the delay even if the client gave
+        # up meanwhile (aiohttp does not cancel handlers on disconnect by default).
+        await asyncio.sleep(decision.delay_s)
+    status, retry_after = decision.status, decision.retry_after
+    if status is None and throttled:
+        status, retry_after = 429, sim.throttle_retry_after
+    if status is not None:
+        headers = {}
+        if retry_after is not None:
+            headers["Retry-After"] = f"{retry_after:g}"
+            sim.faults.announce_retry_after(client, request.path, retry_after)
+        return web.json_response(fault_body(status), status=status, headers=headers)
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return error_response(404, "NOT_FOUND", f"no such resource {request.path}")
+    except web.HTTPMethodNotAllowed:
+        return error_response(405, "BAD_REQUEST", f"{request.method} not allowed here")
+
+
+# --- dialogs -----------------------------------------------------------------------------
+
+async def create_dialog(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    body, error = json_object(request)
+    if error is not None:
+        return error
+    try:
+        req = DialogRequest.model_validate(body)
+    except ValidationError as exc:
+        return bad_request("invalid dialog request", validation_errors(exc))
+    call = sim.parent_calls.get(req.parent_call_id)
+    if call is None:
+        return bad_request("invalid dialog request",
+                           {"parentCallId": [f"call {req.parent_call_id} not found"]})
+    if call.parent.ended:
+        return bad_request("invalid dialog request",
+                           {"parentCallId": [f"call {req.parent_call_id} is not active"]})
+    child_req = req.child_call_request
+    endpoint = child_req.endpoint
+    config = None
+    if isinstance(endpoint, WebsocketEndpoint):
+        config = sim.media_stream_configs.get(endpoint.websocket_endpoint_config_id)
+        if config is None:
+            return bad_request("invalid dialog request", {
+                "childCallRequest.endpoint.websocketEndpointConfigId":
+                    [f"media-stream config {endpoint.websocket_endpoint_config_id} not found"]})
+        to = endpoint.websocket_endpoint_config_id
+    else:
+        to = endpoint.phone_number
+    child = CallState(endpoint=endpoint.to_wire(), from_=child_req.from_ or call.parent.to,
+                      to=to, direction="OUTBOUND", state="CALLING",
+                      parent_call_id=call.call_id, custom_data=child_req.custom_data)
+    propagation = req.propagation_options
+    child_call_hangup = True  # reference: childCallHangup defaults to true
+    if propagation is not None and propagation.child_call_hangup is not None:
+        child_call_hangup = propagation.child_call_hangup
+    dialog = DialogState(parent=call.parent, child=child, request=body or {},
+                         child_call_hangup=child_call_hangup,
+                         config=config.to_wire() if config else None)
+    child.dialog_id = dialog.id
+    call.parent.dialog_id = dialog.id
+    sim.register_dialog(call, dialog)
+    call.add_dialog(dialog, requested_at=request[REC_KEY].at)
+    return web.json_response(dialog.to_wire(sim.ident), status=201)
+
+
+async def get_dialog(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    dialog_id = request.match_info["dialog_id"]
+    found = sim.dialogs.get(dialog_id)
+    if found is None:
+        return not_found("dialog", dialog_id)
+    return web.json_response(found[1].to_wire(sim.ident))
+
+
+async def hangup_dialog(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    dialog_id = request.match_info["dialog_id"]
+    found = sim.dialogs.get(dialog_id)
+    if found is None:
+        return not_found("dialog", dialog_id)
+    call, dialog = found
+    if dialog.active and call.dialog is dialog:
+        await call.request("api_dialog")
+    return web.json_response(dialog.to_wire(sim.ident))
+
+
+# --- calls -------------------------------------------------------------------------------
+
+async def get_call(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    call_id = request.match_info["call_id"]
+    found = sim.find_call(call_id)
+    if found is None:
+        return not_found("call", call_id)
+    return web.json_response(found[1].to_wire(sim.ident))
+
+
+async def answer_call(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    call_id = request.match_info["call_id"]
+    found = sim.find_call(call_id)
+    if found is None:
+        return not_found("call", call_id)
+    _, error = json_object(request, required=True)
+    if error is not None:
+        return error
+    owner, call = found
+    if call is not owner.parent:
+        return bad_request("only an inbound call can be answered", {"callId": ["not inbound"]})
+    if call.ended:
+        return bad_request(f"call {call_id} is {call.state}", {"callId": ["not ringing"]})
+    owner.answer()
+    return web.json_response({"status": "COMPLETED"})
+
+
+async def hangup_call(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    call_id = request.match_info["call_id"]
+    found = sim.find_call(call_id)
+    if found is None:
+        return not_found("call", call_id)
+    body, error = json_object(request, required=False)
+    if error is not None:
+        return error
+    assert body is not None
+    code = body.get("errorCode")
+    if code is not None and not isinstance(code, str):
+        return bad_request("invalid hangup request", {"errorCode": ["must be a string"]})
+    owner, call = found
+    # An already ended call is returned as it is (idempotent for retrying clients).
+    if not call.ended and not owner.finished:
+        if call is owner.parent:
+            await owner.request("api_parent")
+        elif owner.dialog is not None and owner.dialog.child is call:
+            await owner.request("api_child", call.id)
+    return web.json_response(call.to_wire(sim.ident))
+
+
+def create_app(sim: InfobipSimulator) -> web.Application:
+    """The Calls API app for one simulator."""
+    app = web.Application(middlewares=[guard], client_max_size=2**20)
+    app[SIM] = sim
+    app.router.add_post(DIALOGS_PATH, create_dialog)
+    app.router.add_get(DIALOGS_PATH + "/{dialog_id}", get_dialog)
+    app.router.add_post(DIALOGS_PATH + "/{dialog_id}/hangup", hangup_dialog)
+    app.router.add_get("/calls/1/calls/{call_id}", get_call)
+    app.router.add_post("/calls/1/calls/{call_id}/answer", answer_call)
+    app.router.add_post("/calls/1/calls/{call_id}/hangup", hangup_call)
+    configs.add_routes(app)
+    return app

@@ -1,0 +1,313 @@
+"""GA `session.update` validation and the live session defaults (pure, no I/O).
+
+Source: ../shared/reference/openai-realtime.md, "The beta interface is switched off" and
+"session.update (GA shape)". A beta-shaped update (no `session.type`, top-level
+`modalities`/`voice`/`turn_detection`/`input_audio_format`, camelCase keys, `temperature`)
+gets `missing_required_parameter` or `unknown_parameter` with `param` = the path, and the
+WHOLE update is discarded: `validate_update` builds the new session on a copy and only
+returns it when every field passed, so the caller applies all of it or nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+from simulators.openai_realtime.wire import (
+    ClientError,
+    invalid_type,
+    invalid_value,
+    missing,
+    unknown,
+)
+
+VOICES = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin",
+          "cedar"]
+MODEL_RATE = 24000  # GA `audio/pcm` is 24 kHz only
+FORMAT_TYPES = ["audio/pcm", "audio/pcmu", "audio/pcma"]
+EAGERNESS = ["low", "medium", "high", "auto"]
+SESSION_KEYS = frozenset({"type", "model", "output_modalities", "instructions", "audio",
+                          "include", "tracing", "tools", "tool_choice", "max_output_tokens",
+                          "truncation", "prompt"})
+
+# Live `session.created` reports server_vad silence 200 ms, threshold 0.5, prefix 300 (ref).
+DEFAULT_SERVER_VAD: dict[str, Any] = {
+    "type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300,
+    "silence_duration_ms": 200, "idle_timeout_ms": None, "create_response": True,
+    "interrupt_response": True}
+DEFAULT_SEMANTIC_VAD: dict[str, Any] = {
+    "type": "semantic_vad", "eagerness": "auto", "create_response": True,
+    "interrupt_response": True}
+DEFAULT_VOICE = "marin"  # the reference's example voice; the live default may differ
+
+
+def default_session(model: str, session_id: str, max_session_s: float) -> dict[str, Any]:
+    """The effective session a fresh socket starts with (what `session.created` carries)."""
+    return {
+        "type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
+        "output_modalities": ["audio"], "instructions": "", "tools": [],
+        "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
+        "truncation": "auto", "prompt": None, "include": None,
+        "expires_at": int(time.time() + max_session_s),
+        "audio": {
+            "input": {"format": {"type": "audio/pcm", "rate": MODEL_RATE},
+                      "transcription": None, "noise_reduction": None,
+                      "turn_detection": dict(DEFAULT_SERVER_VAD)},
+            "output": {"format": {"type": "audio/pcm", "rate": MODEL_RATE},
+                       "voice": DEFAULT_VOICE, "speed": 1.0}},
+    }
+
+
+def validate_update(current: dict[str, Any], update: Any, *,
+                    voice_locked: bool) -> dict[str, Any]:
+    """The new effective session, or ClientError for the first problem found.
+
+    `voice_locked`: assistant audio was already produced, so the voice may not change (ref:
+    "The voice cannot change after the first audio output").
+    """
+    if not isinstance(update, dict):
+        raise invalid_type("session", "an object", update)
+    if "type" not in update:  # checked first: the beta shape's tell-tale (ref)
+        raise missing("session.type")
+    for key in update:
+        if key not in SESSION_KEYS:
+            raise unknown(f"session.{key}")
+    new = copy.deepcopy(current)
+    if update["type"] != "realtime":
+        # Only realtime sessions are simulated; a socket cannot switch to transcription.
+        raise invalid_value("session.type", update["type"], ["realtime"])
+    for key, value in update.items():
+        path = f"session.{key}"
+        if key in ("model", "instructions"):
+            new[key] = _string(path, value)
+        elif key == "output_modalities":
+            if not isinstance(value, list):
+                raise invalid_type(path, "an array", value)
+            if value not in (["audio"], ["text"]):
+                raise invalid_value(path, value, ["audio", "text"])
+            new[key] = list(value)
+        elif key == "tools":
+            new[key] = _tools(path, value)
+        elif key == "tool_choice":
+            new[key] = _tool_choice(path, value)
+        elif key == "max_output_tokens":
+            if value != "inf" and not (_is_int(value) and 1 <= value <= 4096):
+                raise invalid_value(path, value)
+            new[key] = value
+        elif key == "audio":
+            new[key] = _audio(path, value, new["audio"], voice_locked)
+        elif key != "type":  # include, tracing, truncation, prompt: stored as given
+            new[key] = value
+    return new
+
+
+def validate_item(item: Any) -> dict[str, Any]:
+    """A `conversation.item.create` item (message, function_call, function_call_output)."""
+    if item is None:
+        raise missing("item")
+    if not isinstance(item, dict):
+        raise invalid_type("item", "an object", item)
+    kind = item.get("type")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system"):
+            raise invalid_value("item.role", role, ["user", "assistant", "system"])
+        content = item.get("content")
+        if not isinstance(content, list):
+            raise invalid_type("item.content", "an array", content)
+        allowed = (["output_text", "output_audio"] if role == "assistant"
+                   else ["input_text", "input_audio"])
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") not in allowed:
+                raise invalid_value(f"item.content[{i}].type",
+                                    part.get("type") if isinstance(part, dict) else part,
+                                    allowed)
+    elif kind == "function_call_output":
+        for key in ("call_id", "output"):
+            if not isinstance(item.get(key), str):
+                raise missing(f"item.{key}")
+    elif kind == "function_call":
+        for key in ("call_id", "name", "arguments"):
+            if not isinstance(item.get(key), str):
+                raise missing(f"item.{key}")
+    else:
+        raise invalid_value("item.type", kind,
+                            ["message", "function_call", "function_call_output"])
+    return item
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _string(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise invalid_type(path, "a string", value)
+    return value
+
+
+def _object(path: str, value: Any, allowed: frozenset[str] | set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise invalid_type(path, "an object", value)
+    for key in value:
+        if key not in allowed:
+            raise unknown(f"{path}.{key}")
+    return value
+
+
+def _tools(path: str, value: Any) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise invalid_type(path, "an array", value)
+    out = []
+    for i, tool in enumerate(value):
+        p = f"{path}[{i}]"
+        _object(p, tool, {"type", "name", "description", "parameters"})
+        if tool.get("type") != "function":
+            raise invalid_value(f"{p}.type", tool.get("type"), ["function"])
+        if "name" not in tool:
+            raise missing(f"{p}.name")
+        _string(f"{p}.name", tool["name"])
+        if "parameters" in tool and not isinstance(tool["parameters"], dict):
+            raise invalid_type(f"{p}.parameters", "an object", tool["parameters"])
+        out.append(dict(tool))
+    return out
+
+
+def _tool_choice(path: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in ("auto", "none", "required"):
+            raise invalid_value(path, value, ["auto", "none", "required"])
+        return value
+    _object(path, value, {"type", "name"})
+    if value.get("type") != "function" or not isinstance(value.get("name"), str):
+        raise invalid_value(path, value)
+    return dict(value)
+
+
+def _audio(path: str, value: Any, current: dict[str, Any], voice_locked: bool) -> dict[str, Any]:
+    _object(path, value, {"input", "output"})
+    if "input" in value:
+        p = f"{path}.input"
+        inp = _object(p, value["input"],
+                      {"format", "noise_reduction", "transcription", "turn_detection"})
+        cur = current["input"]
+        if "format" in inp:
+            cur["format"] = _format(f"{p}.format", inp["format"])
+        if "noise_reduction" in inp:
+            cur["noise_reduction"] = _noise_reduction(f"{p}.noise_reduction",
+                                                      inp["noise_reduction"])
+        if "transcription" in inp:
+            cur["transcription"] = _transcription(f"{p}.transcription", inp["transcription"])
+        if "turn_detection" in inp:
+            cur["turn_detection"] = _turn_detection(f"{p}.turn_detection",
+                                                    inp["turn_detection"])
+    if "output" in value:
+        p = f"{path}.output"
+        out = _object(p, value["output"], {"format", "voice", "speed"})
+        cur = current["output"]
+        if "format" in out:
+            cur["format"] = _format(f"{p}.format", out["format"])
+        if "voice" in out:
+            voice = _string(f"{p}.voice", out["voice"])
+            if voice not in VOICES:
+                raise invalid_value(f"{p}.voice", voice, VOICES)
+            if voice_locked and voice != cur["voice"]:
+                # Code and text as reported in public issues against the live API.
+                raise ClientError("cannot_update_voice",
+                                  "Cannot update a conversation's voice if assistant audio "
+                                  "is present.", f"{p}.voice")
+            cur["voice"] = voice
+        if "speed" in out:
+            speed = out["speed"]
+            if not _is_number(speed):
+                raise invalid_type(f"{p}.speed", "a decimal", speed)
+            if not 0.25 <= speed <= 1.5:
+                raise invalid_value(f"{p}.speed", speed)
+            cur["speed"] = float(speed)
+    return current
+
+
+def _format(path: str, value: Any) -> dict[str, Any]:
+    fmt = _object(path, value, {"type", "rate"})
+    if "type" not in fmt:
+        raise missing(f"{path}.type")
+    if fmt["type"] not in FORMAT_TYPES:
+        raise invalid_value(f"{path}.type", fmt["type"], FORMAT_TYPES)
+    if fmt["type"] == "audio/pcm":
+        rate = fmt.get("rate", MODEL_RATE)
+        if rate != MODEL_RATE or isinstance(rate, bool):  # ref: 24 kHz only
+            raise invalid_value(f"{path}.rate", rate, [MODEL_RATE])
+        return {"type": "audio/pcm", "rate": MODEL_RATE}
+    if "rate" in fmt:  # G.711 is 8 kHz by definition; the rate field belongs to audio/pcm
+        raise unknown(f"{path}.rate")
+    return {"type": fmt["type"]}
+
+
+def _noise_reduction(path: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    nr = _object(path, value, {"type"})
+    if nr.get("type") not in ("near_field", "far_field"):
+        raise invalid_value(f"{path}.type", nr.get("type"), ["near_field", "far_field"])
+    return dict(nr)
+
+
+def _transcription(path: str, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    tr = _object(path, value, {"model", "language", "prompt"})
+    for key, v in tr.items():
+        _string(f"{path}.{key}", v)
+    return dict(tr)
+
+
+def _turn_detection(path: str, value: Any) -> dict[str, Any] | None:
+    if value is None:  # the client commits and calls response.create itself (ref)
+        return None
+    if not isinstance(value, dict):
+        raise invalid_type(path, "an object", value)
+    if "type" not in value:
+        raise missing(f"{path}.type")
+    kind = value["type"]
+    if kind == "server_vad":
+        td = _object(path, value, set(DEFAULT_SERVER_VAD))
+        out = dict(DEFAULT_SERVER_VAD)
+        for key, v in td.items():
+            p = f"{path}.{key}"
+            if key == "threshold":
+                if not _is_number(v):
+                    raise invalid_type(p, "a decimal", v)
+                if not 0.0 <= v <= 1.0:
+                    raise ClientError("decimal_above_max_value" if v > 1 else
+                                      "decimal_below_min_value",
+                                      f"Invalid '{p}': expected a value between 0 and 1, "
+                                      f"but got {v} instead.", p)
+            elif key in ("prefix_padding_ms", "silence_duration_ms"):
+                if not _is_int(v):
+                    raise invalid_type(p, "an integer", v)
+                if v < 0:
+                    raise invalid_value(p, v)
+            elif key == "idle_timeout_ms":
+                if v is not None and not _is_int(v):
+                    raise invalid_type(p, "an integer", v)
+            elif key in ("create_response", "interrupt_response") and not isinstance(v, bool):
+                raise invalid_type(p, "a boolean", v)
+            out[key] = v
+        return out
+    if kind == "semantic_vad":
+        td = _object(path, value, set(DEFAULT_SEMANTIC_VAD))
+        out = dict(DEFAULT_SEMANTIC_VAD)
+        for key, v in td.items():
+            p = f"{path}.{key}"
+            if key == "eagerness" and v not in EAGERNESS:
+                raise invalid_value(p, v, EAGERNESS)
+            if key in ("create_response", "interrupt_response") and not isinstance(v, bool):
+                raise invalid_type(p, "a boolean", v)
+            out[key] = v
+        return out
+    raise invalid_value(f"{path}.type", kind, ["server_vad", "semantic_vad"])

@@ -1,0 +1,562 @@
+"""The Infobip simulator speaks the Calls API, webhooks and media protocol of the reference.
+
+The test plays the orchestrator (it reads CALL_RECEIVED from a tiny webhook receiver and
+creates the dialog itself) and the gateway (a tiny websockets server), so the simulator is
+tested alone. Source of every expectation: ../shared/reference/infobip-calls.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import orjson
+import pytest
+from aiohttp import web
+from websockets.asyncio.server import ServerConnection, serve
+
+from shared.infobip_events import CallsEvent
+from shared.infobip_media import CLEAR_MESSAGE
+from shared.pcm import is_silent, write_wav
+from shared.webhook_signing import verify
+from simulators.infobip import CallScript, InfobipSimulator, MediaLeg
+
+KEY = "test-key"
+AUTH = {"Authorization": f"App {KEY}"}
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000$")
+
+
+def tone(ms: int, rate: int, amplitude: int = 8000) -> bytes:
+    t = np.arange(rate * ms // 1000) / rate
+    return (np.sin(2 * np.pi * 440 * t) * amplitude).astype("<i2").tobytes()
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition the simulator exposes no event for; bounded."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+# --- in-test webhook receiver (stands in for the ingress) ----------------------------------
+
+@dataclass
+class Receiver:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    fail_first: int = 0
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    url: str = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return web.Response(status=500)
+        event = orjson.loads(body)
+        self.events.append(event)
+        self.headers.append(dict(request.headers))
+        self.bodies.append(body)
+        self.queue.put_nowait(event)
+        return web.Response(status=200)
+
+    async def next(self, event_type: str, timeout: float = 10.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.queue.get()
+                if event["type"] == event_type:
+                    return event
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhook", rec.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    rec.url = f"http://127.0.0.1:{port}/webhook"
+    yield rec
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def sim(receiver: Receiver) -> AsyncIterator[InfobipSimulator]:
+    simulator = InfobipSimulator(api_key=KEY, webhook_url=receiver.url, webhook_backoff_s=0.05)
+    await simulator.start()
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+# --- in-test gateway (stands in for the media gateway) ------------------------------------
+
+@dataclass
+class FakeGateway:
+    """`converse`: greets with an 800 ms burst then clears it, replies 500 ms (burst) once
+    the caller has been quiet 300 ms. `close_after`: closes 1000 after N caller frames."""
+
+    mode: str = "converse"
+    rate: int = 16000
+    close_after_frames: int = 10
+    connected: list[dict[str, Any]] = field(default_factory=list)
+    frames: list[tuple[float, bytes]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    sent_audio: int = 0
+    url: str = ""
+
+    async def handler(self, ws: ServerConnection) -> None:
+        self.connected.append(orjson.loads(await ws.recv()))
+        frame = tone(20, self.rate)
+        if self.mode == "close_after":
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    self.frames.append((time.time(), msg))
+                    if len(self.frames) >= self.close_after_frames:
+                        await ws.close(1000, "agent ended the call")
+                        return
+            return
+        for _ in range(40):
+            await ws.send(frame)
+        self.sent_audio += 40 * len(frame)
+        await ws.send(CLEAR_MESSAGE)
+        heard, quiet, replied = False, 0, False
+        async for msg in ws:
+            if isinstance(msg, str):
+                self.texts.append(msg)
+                continue
+            self.frames.append((time.time(), msg))
+            if not is_silent(msg):
+                heard, quiet = True, 0
+            elif heard:
+                quiet += 1
+            if heard and quiet >= 15 and not replied:
+                replied = True
+                for _ in range(25):
+                    await ws.send(frame)
+                self.sent_audio += 25 * len(frame)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[FakeGateway]:
+    gw = FakeGateway()
+    async with serve(gw.handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        gw.url = f"ws://127.0.0.1:{port}/media"
+        yield gw
+
+
+@pytest.fixture
+def caller_wav(tmp_path: Path) -> Path:
+    path = tmp_path / "caller.wav"
+    write_wav(path, tone(1000, 16000), 16000)
+    return path
+
+
+async def create_dialog(http: aiohttp.ClientSession, sim: InfobipSimulator, call_id: str,
+                        config_id: str, propagation: dict[str, Any] | None = None,
+                        custom: dict[str, str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"parentCallId": call_id, "childCallRequest": {
+        "endpoint": {"type": "WEBSOCKET", "websocketEndpointConfigId": config_id},
+        "customData": custom or {"cbToken": "tok", "cbCallId": call_id, "cbProfile": "default"}}}
+    if propagation is not None:
+        body["propagationOptions"] = propagation
+    async with http.post(sim.base_url + "/calls/1/dialogs", json=body, headers=AUTH) as resp:
+        assert resp.status == 201, await resp.text()
+        result: dict[str, Any] = await resp.json()
+        return result
+
+
+# --- REST ---------------------------------------------------------------------------------
+
+async def test_auth_refused_without_or_with_wrong_key(sim: InfobipSimulator,
+                                                      http: aiohttp.ClientSession) -> None:
+    for headers in ({}, {"Authorization": "App wrong"}, {"Authorization": f"Bearer {KEY}"}):
+        async with http.get(sim.base_url + "/calls/1/media-stream-configs",
+                            headers=headers) as resp:
+            assert resp.status == 401
+            body = await resp.json()
+            assert body["requestError"]["serviceException"]["messageId"] == "UNAUTHORIZED"
+            assert body["requestError"]["serviceException"]["text"]
+    assert [r.status for r in sim.requests] == [401, 401, 401]
+
+
+async def test_dialog_validation_errors(sim: InfobipSimulator, http: aiohttp.ClientSession,
+                                       caller_wav: Path) -> None:
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, hangup_after_s=5))
+    config_id = sim.add_media_stream_config("ws://127.0.0.1:9/media", 16000)
+    ws_endpoint = {"type": "WEBSOCKET", "websocketEndpointConfigId": config_id}
+    cases = {
+        "childCallRequest": {"childCallRequest": {"endpoint": ws_endpoint}},  # no parentCallId
+        "parentCallId": {"parentCallId": "nope", "childCallRequest": {"endpoint": ws_endpoint}},
+        "childCallRequest.endpoint.websocketEndpointConfigId": {
+            "parentCallId": call.call_id, "childCallRequest": {
+                "endpoint": {"type": "WEBSOCKET", "websocketEndpointConfigId": "missing"}}},
+        "childCallRequest.endpoint.type": {
+            "parentCallId": call.call_id, "childCallRequest": {
+                "endpoint": {"type": "SIP", "username": "x"}}},
+    }
+    for field_hint, body in cases.items():
+        async with http.post(sim.base_url + "/calls/1/dialogs", json=body,
+                             headers=AUTH) as resp:
+            assert resp.status == 400
+            exc = (await resp.json())["requestError"]["serviceException"]
+            assert exc["messageId"] == "BAD_REQUEST"
+            fields = exc["validationErrors"]
+            if field_hint == "childCallRequest":
+                assert "parentCallId" in fields
+            else:
+                assert field_hint in fields, fields
+    assert len(sim.dialog_requests) == 4
+    async with http.get(sim.base_url + "/calls/1/dialogs/unknown", headers=AUTH) as resp:
+        assert resp.status == 404
+        assert (await resp.json())["requestError"]["serviceException"]["messageId"] == \
+            "NOT_FOUND"
+    async with http.post(sim.base_url + f"/calls/1/calls/{call.call_id}/answer",
+                         headers=AUTH) as resp:
+        assert resp.status == 400  # a JSON body is required
+    async with http.post(sim.base_url + f"/calls/1/calls/{call.call_id}/answer", json={},
+                         headers=AUTH) as resp:
+        assert resp.status == 200
+        assert await resp.json() == {"status": "COMPLETED"}
+    async with http.post(sim.base_url + f"/calls/1/calls/{call.call_id}/hangup",
+                         headers=AUTH) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["state"] == "FINISHED"
+    await call.wait_finished(10)
+    assert call.end_reason == "api_hangup"
+    assert [e["type"] for e in call.events_posted] == [
+        "CALL_RECEIVED", "CALL_ESTABLISHED", "CALL_FINISHED"]
+    assert call.events_posted[-1]["properties"]["callLog"]["hangupSource"] == "API"
+
+
+async def test_media_stream_configs_round_trip_and_paging(
+        sim: InfobipSimulator, http: aiohttp.ClientSession) -> None:
+    base = sim.base_url + "/calls/1/media-stream-configs"
+    body = {"type": "WEBSOCKET_ENDPOINT", "name": "gw", "url": "ws://127.0.0.1:8090/media",
+            "sampleRate": "24000"}
+    async with http.post(base, json=body, headers=AUTH) as resp:
+        assert resp.status == 201
+        created = await resp.json()
+    assert created["sampleRate"] == "24000" and created["id"]
+    async with http.get(f"{base}/{created['id']}", headers=AUTH) as resp:
+        assert (await resp.json())["sampleRate"] == "24000"
+    for bad in ({**body, "sampleRate": "48000"}, {**body, "sampleRate": 24000},
+                {k: v for k, v in body.items() if k != "url"}):
+        async with http.post(base, json=bad, headers=AUTH) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["requestError"]["serviceException"]["validationErrors"]
+    async with http.post(base, json={"type": "WEBSOCKET_ENDPOINT", "name": "d",
+                                     "url": "wss://x/y"}, headers=AUTH) as resp:
+        assert (await resp.json())["sampleRate"] == "8000"  # the documented default
+    for i in range(3):
+        sim.add_media_stream_config(f"ws://127.0.0.1:1/{i}", 16000)
+    async with http.get(base, params={"page": "1", "size": "2"}, headers=AUTH) as resp:
+        page = await resp.json()
+    assert page["paging"] == {"page": 1, "size": 2, "totalPages": 3, "totalResults": 5}
+    assert len(page["results"]) == 2
+    async with http.get(base, params={"size": "101"}, headers=AUTH) as resp:
+        assert resp.status == 400
+    async with http.put(f"{base}/{created['id']}", json={**body, "sampleRate": "16000"},
+                        headers=AUTH) as resp:
+        assert (await resp.json())["sampleRate"] == "16000"
+    async with http.delete(f"{base}/{created['id']}", headers=AUTH) as resp:
+        assert resp.status == 200
+    async with http.get(f"{base}/{created['id']}", headers=AUTH) as resp:
+        assert resp.status == 404
+
+
+async def test_fault_injection(sim: InfobipSimulator, http: aiohttp.ClientSession) -> None:
+    base = sim.base_url + "/calls/1/media-stream-configs"
+    sim.faults.fail_next(1, status=429, retry_after=2, path_prefix="/calls/1/media-stream")
+    sim.faults.fail_next(1, status=500, path_prefix="/calls/1/media-stream")
+    async with http.get(base, headers=AUTH) as resp:
+        assert resp.status == 429
+        assert resp.headers["Retry-After"] == "2"
+        exc = (await resp.json())["requestError"]["serviceException"]
+        assert exc["messageId"] == "TOO_MANY_REQUESTS"
+    async with http.get(base, headers=AUTH) as resp:  # too early: recorded
+        assert resp.status == 500
+        assert (await resp.json())["requestError"]["serviceException"]["messageId"] == \
+            "GENERAL_ERROR"
+    async with http.get(base, headers=AUTH) as resp:
+        assert resp.status == 200
+    assert len(sim.faults.early_retries) == 2
+    assert [r.faulted for r in sim.requests] == [True, True, False]
+
+    sim.faults.fail_ratio(1.0, statuses=[503], duration_s=30, seed=1)
+    async with http.get(sim.base_url + "/calls/1/calls/x", headers=AUTH) as resp:
+        assert resp.status == 503
+    sim.faults.clear()
+
+    # A delayed answer: the client gives up, the request still takes effect afterwards.
+    sim.faults.delay_next(1, 0.5, path_prefix="/calls/1/media-stream")
+    body = {"type": "WEBSOCKET_ENDPOINT", "name": "slow", "url": "ws://127.0.0.1:1/s"}
+    with pytest.raises(TimeoutError):
+        async with http.post(base, json=body, headers=AUTH,
+                             timeout=aiohttp.ClientTimeout(total=0.1)):
+            pass
+    await wait_until(lambda: sim.requests[-1].status == 201)
+    assert any(c.name == "slow" for c in sim.media_stream_configs.values())
+
+
+async def test_webhooks_signed_and_retried(receiver: Receiver, caller_wav: Path) -> None:
+    receiver.fail_first = 1
+    simulator = InfobipSimulator(api_key=KEY, webhook_url=receiver.url,
+                                 webhook_auth=("infobip", "pw"), webhook_hmac_secret=b"k3y",
+                                 webhook_backoff_s=0.05)
+    await simulator.start()
+    try:
+        call = await simulator.place_call(CallScript(caller_wav=caller_wav, hangup_after_s=0.2))
+        await call.wait_finished(10)
+    finally:
+        await simulator.stop()
+    assert [w.result for w in simulator.webhooks][:2] == [500, 200]
+    assert receiver.types() == ["CALL_RECEIVED", "CALL_FAILED"]  # never answered
+    for headers, body in zip(receiver.headers, receiver.bodies, strict=True):
+        assert headers["Authorization"].startswith("Basic ")
+        assert verify(b"k3y", body, headers.get("X-Callbridge-Signature"),
+                      headers.get("X-Callbridge-Timestamp")) is None
+    assert call.end_reason == "caller_hangup"
+    assert "webhook_acked" in call.timeline
+
+
+# --- a full call ---------------------------------------------------------------------------
+
+def check_envelopes(events: list[dict[str, Any]], base_url: str) -> None:
+    for event in events:
+        assert TIMESTAMP.match(event["timestamp"]), event["timestamp"]
+        assert "conversationId" not in event and "applicationId" not in event
+        CallsEvent.model_validate(event)  # the shared model reads every one
+        if event["type"] in ("CALL_FINISHED", "CALL_FAILED"):
+            assert list(event["properties"]) == ["callLog"]
+            assert "callId" in event["properties"]["callLog"]
+        if event["type"] in ("CALL_RECEIVED", "CALL_ESTABLISHED"):
+            assert event["properties"]["apiBaseUrl"] == base_url
+
+
+async def test_full_call(sim: InfobipSimulator, receiver: Receiver, gateway: FakeGateway,
+                         http: aiohttp.ClientSession, caller_wav: Path) -> None:
+    config_id = sim.add_media_stream_config(gateway.url, 16000)
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, max_duration_s=30))
+    received = await receiver.next("CALL_RECEIVED")
+    props = received["properties"]
+    assert received["callId"] == call.call_id
+    assert props["call"]["endpoint"] == {"type": "PHONE", "phoneNumber": "447700900123"}
+    assert props["call"]["state"] == "RINGING" and props["call"]["direction"] == "INBOUND"
+    assert set(received["platform"]) == {"applicationId", "entityId"}
+    dialog = await create_dialog(http, sim, call.call_id, config_id,
+                                 propagation={"childCallHangup": False})
+    assert dialog["parentCall"]["dialogId"] == dialog["id"] == dialog["childCall"]["dialogId"]
+    assert dialog["childCall"]["endpoint"]["websocketEndpointConfigId"] == config_id
+    await call.wait_finished(30)
+
+    assert call.end_reason == "caller_hangup"
+    assert receiver.types() == [
+        "CALL_RECEIVED", "DIALOG_CREATED", "CALL_ESTABLISHED", "CALL_ESTABLISHED",
+        "DIALOG_ESTABLISHED", "CALL_FINISHED", "CALL_FINISHED", "DIALOG_FINISHED"]
+    check_envelopes(receiver.events, sim.base_url)
+    parent_end, child_end, dialog_end = receiver.events[-3:]
+    log = parent_end["properties"]["callLog"]
+    assert log["callId"] == call.call_id and log["state"] == "FINISHED"
+    assert log["errorCode"]["name"] == "NORMAL_HANGUP" and log["errorCode"]["id"] == 10000
+    assert log["hangupSource"] == "ENDPOINT" and log["dialogId"] == call.dialog_id
+    assert child_end["properties"]["callLog"]["callId"] == dialog["childCall"]["id"]
+    assert dialog_end["properties"]["hangupSource"] == "PARENT_ENDPOINT"
+    assert dialog_end["properties"]["dialog"]["applicationId"]
+
+    # websocket:connected: content-type and the flattened customData
+    assert gateway.connected == [{"event": "websocket:connected",
+                                  "content-type": "audio/l16;rate=16000", "cbToken": "tok",
+                                  "cbCallId": call.call_id, "cbProfile": "default"}]
+    # 20 ms frames at 16 kHz, at about real time (generous bounds), the caller's speech in it
+    sizes = {len(f) for _, f in gateway.frames}
+    assert sizes == {640}
+    elapsed = gateway.frames[-1][0] - gateway.frames[0][0]
+    expected = elapsed / 0.02 + 1
+    assert 0.5 * expected <= len(gateway.frames) <= 1.5 * expected + 5
+    assert sum(not is_silent(f) for _, f in gateway.frames) >= 40  # 1 s of speech
+
+    # clear dropped the queued greeting; the caller heard the rest
+    leg = call.leg
+    assert leg is not None and leg.close_code == 1000 and leg.closed_by == "caller"
+    assert len(call.clears) == 1 and leg.texts == []
+    heard = call.received_pcm()
+    assert len(heard) + len(leg.playout.dropped_pcm) == gateway.sent_audio
+    assert leg.drops[0].dropped_bytes > 0 and len(heard) < gateway.sent_audio
+    assert len(heard) >= 25 * 640
+    for mark in ("webhook_sent", "webhook_acked", "dialog_requested", "media_connected",
+                 "first_agent_audio", "caller_speech_start", "caller_speech_end", "hangup"):
+        assert mark in call.timeline, mark
+    assert call.timeline["caller_speech_start"] < call.timeline["caller_speech_end"]
+
+
+@pytest.mark.parametrize("propagate", [True, False])
+async def test_media_close_propagation(sim: InfobipSimulator, receiver: Receiver,
+                                       gateway: FakeGateway, http: aiohttp.ClientSession,
+                                       caller_wav: Path, propagate: bool) -> None:
+    gateway.mode = "close_after"
+    config_id = sim.add_media_stream_config(gateway.url, 24000)
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, max_duration_s=30))
+    await receiver.next("CALL_RECEIVED")
+    # propagationOptions absent means childCallHangup true (the reference's default)
+    await create_dialog(http, sim, call.call_id, config_id,
+                        propagation=None if propagate else {"childCallHangup": False})
+    if propagate:
+        await call.wait_finished(20)
+        assert call.end_reason == "media_closed"
+        assert receiver.types()[-3:] == ["CALL_FINISHED", "CALL_FINISHED", "DIALOG_FINISHED"]
+        assert receiver.events[-2]["callId"] == call.call_id
+        assert receiver.events[-2]["properties"]["callLog"]["hangupSource"] == "PLATFORM"
+    else:
+        finished = await receiver.next("DIALOG_FINISHED", timeout=20)
+        assert finished["properties"]["hangupSource"] == "CHILD_ENDPOINT"
+        assert call.state == "ESTABLISHED" and not call.finished  # the caller is still there
+        async with http.post(sim.base_url + f"/calls/1/calls/{call.call_id}/hangup",
+                             json={"errorCode": "NORMAL_HANGUP"}, headers=AUTH) as resp:
+            assert resp.status == 200
+        await call.wait_finished(10)
+        assert call.end_reason == "api_hangup"
+        assert receiver.events[-1]["properties"]["callLog"]["hangupSource"] == "API"
+    assert {len(f) for _, f in gateway.frames} == {960}  # 20 ms at 24 kHz
+    assert call.leg is not None and call.leg.closed_by == "server"
+    check_envelopes(receiver.events, sim.base_url)
+
+
+async def test_dialog_failed_when_socket_refused(sim: InfobipSimulator, receiver: Receiver,
+                                                 http: aiohttp.ClientSession,
+                                                 caller_wav: Path) -> None:
+    config_id = sim.add_media_stream_config("ws://127.0.0.1:9/media", 8000)
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, max_duration_s=30))
+    await receiver.next("CALL_RECEIVED")
+    dialog = await create_dialog(http, sim, call.call_id, config_id)
+    failed = await receiver.next("DIALOG_FAILED")
+    assert failed["properties"]["errorCode"]["name"]
+    assert "CALL_FAILED" in receiver.types()
+    async with http.post(sim.base_url + f"/calls/1/dialogs/{dialog['id']}/hangup",
+                         headers=AUTH) as resp:
+        assert resp.status == 200
+    async with http.post(sim.base_url + f"/calls/1/calls/{call.call_id}/hangup",
+                         headers=AUTH) as resp:
+        assert resp.status == 200
+    await call.wait_finished(10)
+    assert call.end_reason == "dialog_failed"
+
+
+async def test_media_leg_standalone(gateway: FakeGateway) -> None:
+    gateway.rate = 24000
+    leg = MediaLeg(gateway.url, 24000, {"cbToken": "t"}, caller_pcm=tone(200, 24000))
+    await leg.connect()  # autoplay: the caller speaks at once, then silence frames
+    try:
+        assert await leg.wait_agent_audio(5)
+        await leg.send_dtmf("3")
+        assert await leg.wait_spoken(5)
+        assert await leg.wait_agent_audio(10, after=leg.marks["caller_speech_end"])  # reply
+        assert await leg.wait_agent_quiet(300, timeout=10)
+    finally:
+        await leg.hangup()
+    assert leg.close_code == 1000 and leg.closed_by == "caller"
+    assert leg.clears and leg.frames
+    assert gateway.texts == ['{"event":"websocket:dtmf","digit":"3","duration":250}']
+    assert gateway.connected[0]["content-type"] == "audio/l16;rate=24000"
+
+
+async def test_barge_in_and_dtmf(sim: InfobipSimulator, receiver: Receiver,
+                                 gateway: FakeGateway, http: aiohttp.ClientSession,
+                                 caller_wav: Path) -> None:
+    config_id = sim.add_media_stream_config(gateway.url, 16000)
+    # quiet_ms=5000: a polite caller would wait >= 5 s after the greeting; this one barges in
+    script = CallScript(caller_wav=caller_wav, barge_in_at_ms=100, dtmf=[(50, "5")],
+                        quiet_ms=5000, max_duration_s=30)
+    call = await sim.place_call(script)
+    await receiver.next("CALL_RECEIVED")
+    await create_dialog(http, sim, call.call_id, config_id)
+    await call.wait_finished(30)
+    assert call.end_reason == "caller_hangup"
+    timeline = call.timeline
+    assert 0.09 <= timeline["caller_speech_start"] - timeline["first_agent_audio"] < 3.0
+    assert gateway.texts == ['{"event":"websocket:dtmf","digit":"5","duration":250}']
+
+
+async def test_transfer_replaces_the_agent_dialog(sim: InfobipSimulator, receiver: Receiver,
+                                                  http: aiohttp.ClientSession,
+                                                  caller_wav: Path) -> None:
+    config_id = sim.add_media_stream_config("ws://127.0.0.1:9/unused", 24000)
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, connect_to_media=False,
+                                           transfer_talk_s=0.2, max_duration_s=30))
+    await receiver.next("CALL_RECEIVED")
+    await create_dialog(http, sim, call.call_id, config_id, {"childCallHangup": False})
+    await receiver.next("DIALOG_ESTABLISHED")
+    body = {"parentCallId": call.call_id, "childCallRequest": {
+        "endpoint": {"type": "PHONE", "phoneNumber": "442035550199"}}}
+    async with http.post(sim.base_url + "/calls/1/dialogs", json=body, headers=AUTH) as resp:
+        assert resp.status == 201
+        phone = await resp.json()
+    await call.wait_finished(10)
+    assert call.end_reason == "caller_hangup" and call.leg is None
+    assert len(call.dialogs) == 2 and call.dialog_id == phone["id"]
+    assert receiver.types() == [
+        "CALL_RECEIVED", "DIALOG_CREATED", "CALL_ESTABLISHED", "CALL_ESTABLISHED",
+        "DIALOG_ESTABLISHED",  # the agent's dialog (no media: connect_to_media=False)
+        "CALL_FINISHED", "DIALOG_FINISHED",  # replaced: its child ends, the caller stays
+        "DIALOG_CREATED", "CALL_ESTABLISHED", "DIALOG_ESTABLISHED",  # the transfer
+        "CALL_FINISHED", "CALL_FINISHED", "DIALOG_FINISHED"]
+    check_envelopes(receiver.events, sim.base_url)
+
+
+async def test_throttle_emulation(receiver: Receiver, http: aiohttp.ClientSession) -> None:
+    simulator = InfobipSimulator(api_key=KEY, webhook_url=receiver.url, throttle=True,
+                                 throttle_retry_after=1)
+    path = "/calls/1/dialogs"
+    assert [simulator.throttled("POST", path, 100.0) for _ in range(21)] == [False] * 20 + [True]
+    assert not simulator.throttled("POST", path, 101.01)  # the window slid
+    assert not simulator.throttled("GET", "/calls/1/media-stream-configs", 101.02)
+    await simulator.start()
+    try:
+        now = time.time()
+        for _ in range(20):
+            simulator.throttled("POST", path, now)
+        async with http.post(simulator.base_url + path, json={}, headers=AUTH) as resp:
+            assert resp.status == 429
+            assert resp.headers["Retry-After"] == "1"
+            exc = (await resp.json())["requestError"]["serviceException"]
+            assert exc["messageId"] == "TOO_MANY_REQUESTS"
+    finally:
+        await simulator.stop()
+    assert simulator.dialog_requests[0].faulted
+
+
+def test_cli_help_and_parsing(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from simulators import cli
+
+    parser = argparse.ArgumentParser(prog="callbridge")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sim", "infobip", "--place", "2", "--webhook-url", "http://x"])
+    assert args.port == 8070 and args.place == 2 and args.func is cli.run_infobip
+    args = parser.parse_args(["sim", "openai"])
+    assert args.port == 8060 and args.speed == 4.0 and args.func is cli.run_openai
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sim", "infobip", "--help"])
+    assert "examples:" in capsys.readouterr().out
