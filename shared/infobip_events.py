@@ -154,7 +154,12 @@ class CallsEvent(_Open):
             return None
 
     def subject_call_id(self) -> str | None:
-        """The call an event is about: envelope callId, else the call log's or call's id."""
+        """The caller's call an event is about.
+
+        Envelope callId first; else the call log's or call object's id; DIALOG_* events carry
+        only `dialogId` at the top (infobip-calls.md, Webhooks), so for them it is the
+        dialog's parent call: the caller, whose record every dialog event updates.
+        """
         if self.call_id:
             return self.call_id
         props = self.properties
@@ -162,4 +167,6 @@ class CallsEvent(_Open):
             return props.call_log.call_id
         if props.call:
             return props.call.id
+        if props.dialog and props.dialog.parent_call:
+            return props.dialog.parent_call.id
         return None

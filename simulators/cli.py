@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 log = logging.getLogger("simulators.cli")
@@ -114,11 +116,21 @@ def register(subparsers: Any) -> None:
     openai.set_defaults(func=run_openai)
 
 
-def _run(main: Any) -> int:
-    """Run until Ctrl-C; a clean exit code either way."""
+def _run(main: Coroutine[Any, Any, None]) -> int:
+    """Run until Ctrl-C or SIGTERM (a supervisor's stop), then shut down cleanly."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main)
+        asyncio.run(_until_signalled(main))
     return 0
+
+
+async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def run_infobip(args: argparse.Namespace) -> int:

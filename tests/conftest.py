@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ class RedisHandle:
 TEST_REDIS_IMAGE = os.environ.get("CALLBRIDGE_TEST_REDIS_IMAGE", "redis:7")
 
 
-def _docker_answers() -> bool:
+def _docker_answers(config: pytest.Config) -> bool:
     """True when a Docker engine answers AND already holds the Redis image.
 
     No registry is reachable from our machines, so a missing image would make testcontainers
@@ -36,7 +37,7 @@ def _docker_answers() -> bool:
     the official one where a registry exists, else deploy/offline-images.sh's stand-in.
     """
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         client = docker.from_env(timeout=3)
         client.ping()
@@ -46,8 +47,8 @@ def _docker_answers() -> bool:
         client.images.get(TEST_REDIS_IMAGE)
         return True
     except Exception:
-        sys.stderr.write(f"\n[tests] Docker answers but has no {TEST_REDIS_IMAGE} image "
-                         "(deploy/offline-images.sh builds it): not using testcontainers\n")
+        _announce(config, f"[tests] Docker answers but has no {TEST_REDIS_IMAGE} image "
+                          "(deploy/offline-images.sh builds it): not using testcontainers")
         return False
     finally:
         client.close()
@@ -59,14 +60,27 @@ def _local_docker_engine() -> bool:
     return host == "" or host.startswith("unix://")
 
 
+def _announce(config: pytest.Config, message: str) -> None:
+    """Show which Redis the suite uses even under -q: output captured from a fixture is
+    only shown for failing tests, so suspend capturing and write through the reporter."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if capture is None or reporter is None:
+        sys.stderr.write(f"\n{message}\n")
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(message)
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisHandle]:
+def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisHandle]:
     if os.environ.get("REDIS_URL"):
         handle = RedisHandle(os.environ["REDIS_URL"], "env")
-        sys.stderr.write(f"\n[tests] Redis from REDIS_URL ({handle.path})\n")
+        _announce(pytestconfig, f"[tests] Redis from REDIS_URL ({handle.path})")
         yield handle
         return
-    if os.environ.get("CALLBRIDGE_TEST_DOCKER", "auto") != "never" and _docker_answers():
+    use_docker = os.environ.get("CALLBRIDGE_TEST_DOCKER", "auto") != "never"
+    if use_docker and _docker_answers(pytestconfig):
         # Ryuk's image cannot be pulled without a registry: the fixture removes the container
         # itself (stop() = remove(force, volumes)). With a local engine the port is published
         # on 127.0.0.1 only and reached there (testcontainers would otherwise pick the bridge
@@ -77,25 +91,27 @@ def redis_server() -> Iterator[RedisHandle]:
         if local:
             os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
             os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
-        from testcontainers.redis import RedisContainer
+        with warnings.catch_warnings():  # its own deprecated decorator, at import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from testcontainers.redis import RedisContainer
 
         container = RedisContainer(TEST_REDIS_IMAGE)
         if local:
-            container.with_bind_ports(6379, ("127.0.0.1", None))  # type: ignore[arg-type]
+            container.with_bind_ports(6379, ("127.0.0.1", None))
         container.start()  # its log says "Pulling image": docker-py pulls only when absent
         try:
             host = container.get_container_host_ip()
             port = container.get_exposed_port(6379)
             short_id = container.get_wrapped_container().short_id
-            sys.stderr.write(f"\n[tests] Redis from testcontainers ({TEST_REDIS_IMAGE}, "
-                             f"container {short_id}) at {host}:{port}\n")
+            _announce(pytestconfig, f"[tests] Redis from testcontainers ({TEST_REDIS_IMAGE}, "
+                                    f"container {short_id}) at {host}:{port}")
             yield RedisHandle(f"redis://{host}:{port}/0", "testcontainers")
         finally:
             container.stop()
         return
     server = RedisServer()
     server.start()
-    sys.stderr.write(f"\n[tests] Redis from a private redis-server on port {server.port}\n")
+    _announce(pytestconfig, f"[tests] Redis from a private redis-server on port {server.port}")
     try:
         yield RedisHandle(server.url, "redis-server")
     finally:

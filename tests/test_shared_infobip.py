@@ -132,3 +132,12 @@ def test_media_control_messages() -> None:
                 '{"event":"websocket:dtmf"}'):
         with pytest.raises(MediaProtocolError):
             parse_control(bad)
+
+
+def test_dialog_events_are_about_the_parent_call() -> None:
+    event = CallsEvent.model_validate({
+        "type": "DIALOG_ESTABLISHED", "dialogId": "d-1",
+        "properties": {"dialog": {"id": "d-1", "state": "ESTABLISHED",
+                                  "parentCall": {"id": "caller-1"},
+                                  "childCall": {"id": "media-1"}}}})
+    assert event.subject_call_id() == "caller-1"

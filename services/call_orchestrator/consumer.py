@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 from redis.exceptions import RedisError, ResponseError
 
 from shared import redis_keys
+from shared.infobip_events import EventType
 from shared.jobs import HANDLE_EVENT
 
 from .handlers import is_handled
@@ -144,10 +145,12 @@ class StreamConsumer:
         return total
 
     async def process(self, entries: list[Any]) -> int:
-        """Enqueue a job per entry, then acknowledge the whole batch."""
-        ids = []
+        """Enqueue a job per entry (new calls first, all concurrently), then acknowledge
+        the whole batch. Only the latency of CALL_RECEIVED is user-visible (the caller is
+        ringing); follow-ups are bookkeeping and may wait a few milliseconds."""
+        ids = [entry_id for entry_id, _ in entries]
+        jobs = []
         for entry_id, fields in entries:
-            ids.append(entry_id)
             if fields is None:  # deleted from the stream while pending
                 continue
             job_id, payload, _ = job_payload(entry_id, fields)
@@ -155,14 +158,26 @@ class StreamConsumer:
                 log.debug("event type %s acknowledged and ignored", payload["type"])
                 EVENTS.labels("ignored").inc()
                 continue
-            job = await self.redis.enqueue_job(HANDLE_EVENT, payload, _job_id=job_id,
-                                               _queue_name=redis_keys.JOB_QUEUE)
-            if job is None:
-                EVENTS.labels("duplicate").inc()
-                continue
-            EVENTS.labels("enqueued").inc()
-            self.rt.start_soon(job_id)
+            jobs.append((job_id, payload))
+        jobs.sort(key=lambda j: j[1]["type"] != EventType.CALL_RECEIVED)
+        results = await asyncio.gather(*(self._enqueue(jid, p) for jid, p in jobs))
+        if not all(results):
+            raise RedisError("enqueue failed for part of a batch; left pending")
         if ids:
             await self.redis.xack(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, *ids)
         self.handled += len(ids)
         return len(ids)
+
+    async def _enqueue(self, job_id: str, payload: dict[str, str]) -> bool:
+        try:
+            job = await self.redis.enqueue_job(HANDLE_EVENT, payload, _job_id=job_id,
+                                               _queue_name=redis_keys.JOB_QUEUE)
+        except (RedisError, OSError) as exc:
+            log.warning("could not enqueue %s: %s", job_id, exc)
+            return False
+        if job is None:
+            EVENTS.labels("duplicate").inc()
+            return True
+        EVENTS.labels("enqueued").inc()
+        self.rt.start_soon(job_id)
+        return True

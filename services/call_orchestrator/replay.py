@@ -25,6 +25,7 @@ from shared import redis_keys
 from shared.jobs import HANDLE_EVENT
 
 from .consumer import job_payload
+from .handlers import is_handled
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -73,6 +74,7 @@ class Selected:
 class Summary:
     enqueued: int = 0
     duplicates: int = 0
+    ignored: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -136,6 +138,11 @@ async def replay(redis: ArqRedis, entries: list[Selected],
     """Enqueue each entry's handle_event job under its deterministic id."""
     summary = Summary()
     for entry in entries:
+        if not is_handled(entry.type):  # as the consumer does: nothing to do for these
+            summary.ignored += 1
+            if progress is not None:
+                progress(entry)
+            continue
         try:
             job = await redis.enqueue_job(HANDLE_EVENT, entry.payload, _job_id=entry.job_id,
                                           _queue_name=redis_keys.JOB_QUEUE)

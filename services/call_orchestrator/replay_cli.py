@@ -74,7 +74,8 @@ async def run_replay(redis: Any, args: argparse.Namespace, confirm: Confirm) -> 
         summary = await replay.replay(redis, entries,
                                       progress=lambda _: progress.advance(task))
     console.print(f"enqueued {summary.enqueued} / skipped as duplicates "
-                  f"{summary.duplicates} / failed {summary.failed}")
+                  f"{summary.duplicates} / ignored (types we do not act on) {summary.ignored} / "
+                  f"failed {summary.failed}")
     for err in summary.errors[:20]:
         console.print(f"[red]{err}[/red]")
     return 1 if summary.failed else 0

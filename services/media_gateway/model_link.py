@@ -49,6 +49,7 @@ RESUME_INSTRUCTIONS = (
 )
 
 EventHandler = Callable[[bytes, float], None]
+SESSION_UPDATED = "session.updated"
 
 
 def append_event(pcm24: bytes) -> bytes:
@@ -170,28 +171,37 @@ class ModelLink:
         MODEL_RECONNECT_TIMEOUT_S or closed with a fatal code: the session then plays its
         fallback. `on_event(raw, received_at)` runs for every server event, synchronously;
         `on_open(first)` after each socket is configured, `on_lost()` when one is lost.
+
+        A socket counts as recovered only once the server confirmed our configuration
+        (`session.updated`): a server that accepts the upgrade and closes at once must not
+        restart the reconnect deadline forever.
         """
         loop = asyncio.get_running_loop()
         timeout = self.settings.model_reconnect_timeout_s
-        first = True
-        while not self.closing:  # one turn per socket; a failed reconnect returns
+        first = True  # until a socket was healthy: greeting, not re-seed
+        lost_since = loop.time()
+        while not self.closing:  # one turn per socket; a missed deadline returns
             if self.ws is None:
-                if not await self.open_with_retry(loop.time() + timeout, first=first,
+                if not await self.open_with_retry(lost_since + timeout, first=first,
                                                   on_failure=on_lost if first else None):
                     if not first:
                         metrics.RECONNECTS.labels("failed").inc()
                     return self.closing
-                if not first:
-                    metrics.RECONNECTS.labels("ok").inc()
-                    log.info("model reconnected and re-seeded")
                 on_open(first)
-                first = False
             ws = self.ws
             assert ws is not None
+            healthy = False
             try:
                 while True:
                     raw = await ws.recv(decode=False)
-                    on_event(raw if isinstance(raw, bytes) else raw.encode(), loop.time())
+                    data = raw if isinstance(raw, bytes) else raw.encode()
+                    if not healthy and rt.peek_type(data) == SESSION_UPDATED:
+                        healthy = True
+                        if not first:
+                            metrics.RECONNECTS.labels("ok").inc()
+                            log.info("model reconnected and re-seeded")
+                        first = False
+                    on_event(data, loop.time())
             except ConnectionClosed as exc:
                 self.last_close_code = exc.rcvd.code if exc.rcvd else None
             self.ws = None
@@ -201,6 +211,8 @@ class ModelLink:
             if self.last_close_code in FATAL_CLOSE_CODES:
                 log.error("model closed with %s: not retrying", self.last_close_code)
                 return False
+            if healthy:
+                lost_since = loop.time()
             log.warning("model socket lost (close code %s); reconnecting", self.last_close_code)
             on_lost()
         return True

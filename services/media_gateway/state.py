@@ -244,7 +244,7 @@ class StateStore:
                             pipe.srem(sessions_key, call_id)
                     for call_id, entry in lines:
                         key = redis_keys.transcript_stream(call_id)
-                        pipe.xadd(key, entry, maxlen=TRANSCRIPT_MAXLEN,  # type: ignore[arg-type]
+                        pipe.xadd(key, entry, maxlen=TRANSCRIPT_MAXLEN,
                                   approximate=True)
                         pipe.expire(key, redis_keys.CALL_TTL_S)
                     await pipe.execute()

@@ -11,6 +11,7 @@ call; `POST /calls/1/calls/{id}/hangup` (body optional) and `GET` return the cal
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -39,6 +40,8 @@ from .http_common import (
 
 if TYPE_CHECKING:
     from .simulator import InfobipSimulator
+
+log = logging.getLogger("simulators.infobip.api")
 
 DIALOGS_PATH = "/calls/1/dialogs"
 #: Reference: dialog creation is throttled at 20 requests/s (when emulation is on).
@@ -69,6 +72,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await _answer(request, handler, rec)
     rec.status = response.status
     rec.answered_at = time.time()
+    log.info("%s %s -> %d%s", request.method, request.path, response.status,
+             " (fault)" if rec.faulted else "")
     return response
 
 

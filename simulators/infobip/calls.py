@@ -101,7 +101,6 @@ class CallState:
         body: dict[str, Any] = {
             "id": self.id, "endpoint": self.endpoint, "from": self.from_, "to": self.to,
             "direction": self.direction, "state": self.state,
-            "media": {"audio": {"muted": False, "userMuted": False, "deaf": False}},
             "startTime": _fmt(self.start_time), "answerTime": _fmt(self.answer_time),
             "endTime": _fmt(self.end_time), "parentCallId": self.parent_call_id,
             "callsConfigurationId": ident.calls_configuration_id,

@@ -164,11 +164,8 @@ class MediaLeg:
         pending = [utt.done for utt in self._speech]
         if not pending:
             return True
-        try:
-            await asyncio.wait_for(asyncio.gather(*pending), timeout)
-            return True
-        except TimeoutError:
-            return False
+        _, not_done = await asyncio.wait(pending, timeout=timeout)
+        return not not_done
 
     def _enqueue(self, data: bytes) -> asyncio.Future[None]:
         pad = (-len(data)) % self.frame_size

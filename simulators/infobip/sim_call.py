@@ -120,6 +120,7 @@ class SimCall:
             call_id_var.reset(token)
 
     def _emit(self, event: dict[str, Any]) -> None:
+        log.info("event %s (call %s)", event["type"], event.get("callId", "-"))
         self.events_posted.append(event)
         self._sender.emit(event)
 

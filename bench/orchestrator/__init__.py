@@ -1,0 +1,1 @@
+"""Call orchestrator benchmark: `python -m bench.orchestrator` (see README.md)."""
