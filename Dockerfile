@@ -3,7 +3,9 @@
 # Builder: installs the project into a virtualenv. With wheels pre-built on the host in
 # deploy/wheels (the air-gapped path: deploy/build-wheels.sh), nothing is downloaded;
 # otherwise pip resolves from the index as usual.
-# Final: the slim runtime, the virtualenv, a non-root user; no compilers, no pip cache.
+# Final: the slim runtime, the virtualenv (without pip: nothing is installed at run time),
+# a non-root user; no compilers, no pip cache. Base images: the official ones, or on a
+# machine without a registry the stand-ins deploy/offline-images.sh builds (same tags).
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS builder
@@ -20,10 +22,11 @@ RUN python -m venv /opt/venv \
     else \
       /opt/venv/bin/pip install .; \
     fi \
- && /opt/venv/bin/python -c "import services.cli"
+ && /opt/venv/bin/python -c "import services.cli" \
+ && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}
-RUN useradd --system --uid 10001 --home-dir /app --create-home callbridge
+RUN useradd --system --no-log-init --uid 10001 --home-dir /app --create-home callbridge
 COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 LOG_FORMAT=json
 WORKDIR /app

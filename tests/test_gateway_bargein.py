@@ -124,24 +124,26 @@ def test_queued_but_unheard_audio_is_cleared_without_truncate() -> None:
     assert barge.is_cancelled("resp_1")
 
 
-def test_truncate_never_exceeds_generated_and_subtracts_the_receiver_lead() -> None:
+@pytest.mark.parametrize("generated_ms", [5000.0, 900.0])
+def test_truncate_at_what_was_heard_never_beyond_generated(generated_ms: float) -> None:
     barge, playout, rec = _barge()
-    entry = barge.item("item_1", "resp_1")
-    entry.generated_ms = 1000
-    playout.push(b"\x10\x27" * 8000, "item_1")  # 2 s at 8 kHz (more than "generated")
+    barge.item("item_1", "resp_1").generated_ms = generated_ms
+    playout.push(b"\x10\x27" * 16000, "item_1")  # 2 s queued at 8 kHz
     now = 0.0
     for _ in range(200):  # 1 s of pacing at 5 ms ticks
         while playout.pop_frame(now) is not None:
             pass
         now += 0.005
-    outcome = barge.on_speech_started(now, "resp_1")
     sent = playout.sent_ms("item_1")
-    assert outcome.cleared
-    assert outcome.audio_end_ms is not None
-    assert outcome.audio_end_ms <= 1000
-    assert sent - 60 <= outcome.audio_end_ms <= sent
-    assert rec.events[0]["type"] == "conversation.item.truncate"
-    assert rec.events[0]["audio_end_ms"] == outcome.audio_end_ms
+    outcome = barge.on_speech_started(now, "resp_1")
+    assert outcome.cleared and outcome.audio_end_ms is not None
+    assert outcome.audio_end_ms <= generated_ms
+    if generated_ms > sent:
+        assert sent - 60 <= outcome.audio_end_ms < sent  # minus the receiver's lead
+    else:
+        assert outcome.audio_end_ms == int(generated_ms)
+    assert rec.events == [{**rec.events[0], "type": "conversation.item.truncate",
+                           "item_id": "item_1", "audio_end_ms": outcome.audio_end_ms}]
 
 
 def test_disabled_barge_in_does_nothing() -> None:

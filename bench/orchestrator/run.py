@@ -70,6 +70,12 @@ class Ingress:
         await self.redis.aclose()
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def scrape_dialog_latency(port: int) -> dict[str, float]:
     """The orchestrator's own histogram (received_at -> just before its POST): separates
     the orchestrator's share from this process's (simulator + ingress) event-loop delays."""
@@ -78,6 +84,8 @@ async def scrape_dialog_latency(port: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as session, session.get(
             f"http://127.0.0.1:{port}/metrics") as resp:
         text = await resp.text()
+    if os.environ.get("BENCH_METRICS_DUMP"):
+        Path(os.environ["BENCH_METRICS_DUMP"]).write_text(text)
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         if line.startswith("orchestrator_webhook_to_dialog_seconds_bucket"):
@@ -132,6 +140,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             await wait_consumer(redis_server.url)
+            cpu_before = cpu_seconds(proc.pid)
             n = int(args.rate * args.seconds)
             start = time.monotonic()
             calls = []
@@ -158,6 +167,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 if received is not None and call.call_id in first_post:
                     latencies.append((first_post[call.call_id] - received / 1000) * 1000)
             inside = await scrape_dialog_latency(metrics_port)
+            cpu_s = cpu_seconds(proc.pid) - cpu_before
+            wall_s = time.monotonic() - start
             await asyncio.gather(*(c.wait_finished(60) for c in calls),
                                  return_exceptions=True)
         finally:
@@ -174,6 +185,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "dialog_posts": len(sim.dialog_requests),
         "calls_with_more_than_one_post": sum(1 for v in posts.values() if v > 1),
         "orchestrator_view": inside,
+        "orchestrator_cpu_pct_of_one_core": round(100 * cpu_s / wall_s, 1),
+        "load_average_1m": os.getloadavg()[0],
         "latency_ms": {"p50": pct(latencies, 50), "p90": pct(latencies, 90),
                        "p99": pct(latencies, 99), "max": max(latencies or [float("nan")])},
     }
@@ -213,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calls bridged: {result['bridged']}/{result['calls']}  dialog POSTs: "
           f"{result['dialog_posts']}  calls with >1 POST: "
           f"{result['calls_with_more_than_one_post']}")
+    print(f"orchestrator CPU: {result['orchestrator_cpu_pct_of_one_core']:.0f}% of one core; "
+          f"machine load average (1 min) {result['load_average_1m']:.2f} on "
+          f"{os.cpu_count()} cores")
     print("orchestrator's own view (received_at -> its POST), share of calls: " + ", ".join(
         f"{k}: {v:.0%}" for k, v in result["orchestrator_view"].items()
         if k in ("<= 5 ms", "<= 10 ms", "<= 25 ms", "<= 50 ms", "<= 100 ms")))

@@ -10,6 +10,7 @@ our POST even returns.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -61,11 +62,6 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
     call_id = event.subject_call_id()
     if not call_id:
         raise ValueError("CALL_RECEIVED without a call id")
-    record = await call_record.load(rt.redis, call_id)
-    if record.get("dialog_id") or call_record.is_ended(record):
-        log.info("call already bridged or ended; nothing to do",
-                 extra={"dialog_id": record.get("dialog_id"), "state": record.get("state")})
-        return "noop"
     props = event.properties
     base = props.api_base_url or None
     call = props.call
@@ -73,9 +69,14 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         call.to if call else None,
         event.calls_configuration_id or (call.calls_configuration_id if call else None))
 
+    # One round trip: "already bridged or ended?" and the claim (idempotency.py).
     claim = Claim(rt.redis, redis_keys.dialog_claim(call_id), owner)
-    decision = await claim_or_resolve(rt, claim, base, call_id)
+    decision = await claim_or_resolve(rt, claim, base, call_id,
+                                      record_key=redis_keys.call_record(call_id))
     now = call_record.now_ms()
+    if decision.action == "done":
+        log.info("call already bridged or ended; nothing to do")
+        return "noop"
     if decision.action == "exists":
         assert decision.dialog_id is not None
         await call_record.update(rt.redis, call_id, "dialog_created",
@@ -88,11 +89,12 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         log.info("call ended before it could be bridged")
         return "noop"
 
-    token = await store_media_token(rt, call_id, profile.name)
-    await call_record.update(
-        rt.redis, call_id, "dialog_requested", profile=profile.name,
-        api_base_url=rt.api.base(base), transfer_number=profile.transfer_number or "",
-        received_at=received_at or now, dialog_requested_at=call_record.now_ms())
+    token, _ = await asyncio.gather(
+        store_media_token(rt, call_id, profile.name),
+        call_record.update(
+            rt.redis, call_id, "dialog_requested", profile=profile.name,
+            api_base_url=rt.api.base(base), transfer_number=profile.transfer_number or "",
+            received_at=received_at or now, dialog_requested_at=now))
     request = build_media_dialog(call_id, rt.settings.infobip_media_stream_config_id, token,
                                  profile.name)
     if received_at:

@@ -170,14 +170,9 @@ class StreamConsumer:
 
     async def _enqueue(self, job_id: str, payload: dict[str, str]) -> bool:
         try:
-            job = await self.redis.enqueue_job(HANDLE_EVENT, payload, _job_id=job_id,
-                                               _queue_name=redis_keys.JOB_QUEUE)
+            fresh = await self.rt.enqueue(HANDLE_EVENT, payload, job_id=job_id)
         except (RedisError, OSError) as exc:
             log.warning("could not enqueue %s: %s", job_id, exc)
             return False
-        if job is None:
-            EVENTS.labels("duplicate").inc()
-            return True
-        EVENTS.labels("enqueued").inc()
-        self.rt.start_soon(job_id)
+        EVENTS.labels("enqueued" if fresh else "duplicate").inc()
         return True

@@ -32,16 +32,20 @@ class ClaimHeld(Exception):
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["post", "exists", "gone"]
+    action: Literal["post", "exists", "gone", "done"]
     dialog_id: str | None = None
 
 
 async def claim_or_resolve(rt: Runtime, claim: Claim, api_base_url: str | None, call_id: str,
-                           not_this_dialog: str | None = None) -> Decision:
+                           not_this_dialog: str | None = None,
+                           record_key: str | None = None) -> Decision:
     """`post` when we own the claim and no dialog exists; `exists` when the platform already
     has the dialog (an earlier owner's POST took effect); `gone` when the call has ended.
-    `not_this_dialog`: a dialog id that does not count (the media dialog, for transfers)."""
-    result = await claim.acquire(rt.settings.claim_lease_s)
+    `not_this_dialog`: a dialog id that does not count (the media dialog, for transfers).
+    `record_key`: `done` when that call record already has a dialog or ended."""
+    result = await claim.acquire(rt.settings.claim_lease_s, record_key=record_key)
+    if result.outcome == "done":
+        return Decision("done")
     if result.outcome == "acquired":
         return Decision("post")
     if result.outcome == "held":

@@ -48,6 +48,10 @@ def event_job_id(event_type: str, call_id: str, body: bytes) -> str:
 
 
 _CLAIM = """
+if #KEYS > 1 then
+  local v = redis.call('HMGET', KEYS[2], 'dialog_id', 'state')
+  if (v[1] and v[1] ~= '') or v[2] == 'ended' then return {'done', ''} end
+end
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
@@ -73,7 +77,7 @@ redis.call('SET', KEYS[1], cjson.encode(c), 'KEEPTTL')
 return 1
 """
 
-ClaimOutcome = Literal["acquired", "held", "stale"]
+ClaimOutcome = Literal["acquired", "held", "stale", "done"]
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,15 @@ class Claim:
         self.key = key
         self.owner = f"{owner_prefix}#{uuid.uuid4().hex[:8]}"
 
-    async def acquire(self, lease_s: float, ttl_s: int = redis_keys.CALL_TTL_S) -> ClaimResult:
+    async def acquire(self, lease_s: float, ttl_s: int = redis_keys.CALL_TTL_S,
+                      record_key: str | None = None) -> ClaimResult:
+        """Claim, in one round trip. With `record_key` (the call record), first check it:
+        `done` when it already has a dialog_id or the call ended (claim untouched)."""
         now = int(time.time() * 1000)
         value = orjson.dumps({"owner": self.owner, "lease_until": now + int(lease_s * 1000),
                               "at": now}).decode()
-        outcome, previous = await self._redis.eval(_CLAIM, 1, self.key, value, str(now),
+        keys = [self.key, record_key] if record_key else [self.key]
+        outcome, previous = await self._redis.eval(_CLAIM, len(keys), *keys, value, str(now),
                                                    str(ttl_s))
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         prev: dict[str, object] | None = None
@@ -110,7 +118,7 @@ class Claim:
                 prev = orjson.loads(previous)
             except orjson.JSONDecodeError:
                 prev = {"raw": str(previous)}
-        if outcome not in ("acquired", "held", "stale"):
+        if outcome not in ("acquired", "held", "stale", "done"):
             raise RuntimeError(f"unexpected claim outcome {outcome!r}")
         return ClaimResult(outcome, prev)  # type: ignore[arg-type]
 

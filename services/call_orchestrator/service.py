@@ -122,7 +122,6 @@ class Orchestrator:
         if self._runner is not None:
             await self._runner.cleanup()
         if self.rt is not None:
-            await self.rt.drain_kicks()
             await self.rt.api.close()
         if worker is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):

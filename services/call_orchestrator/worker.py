@@ -6,12 +6,13 @@ p50 near 250 ms; polling every few ms would hammer Redis from every process. Opt
 in arq 0.28's worker.py: (a) cut the poll sleep short via an event - needs a copy of arq's
 private `main()` loop; (b) the process that enqueued a job starts it at once through
 `Worker.start_jobs([job_id])`, arq's own public entry from "job id" to "running task".
-We take (b): the job still goes through arq's record (job key, queue score, the
-WATCH-guarded in-progress key, retry counter, result), so two processes can never both run
-it and retries/`Retry(defer=...)` behave exactly as if the poll had found it; jobs enqueued
-by *other* processes (the gateway's hangups, `callbridge replay`) and deferred retries are
-found by the normal poll. `start_now` refuses when the worker is full or shutting down;
-the poll then picks the job up.
+We take (b), in one Redis round trip (submit.py: enqueue + set the in-progress key, the
+same writes arq's enqueue_job + start_jobs make): the job still goes through arq's record
+(job key, queue score, in-progress key, retry counter, result), so two processes can never
+both run it and retries/`Retry(defer=...)` behave exactly as if the poll had found it; jobs
+enqueued by *other* processes (the gateway's hangups, `callbridge replay`) and deferred
+retries are found by the normal poll. When the worker is full or shutting down the job is
+only queued, and the poll picks it up.
 
 `in_progress_timeout_s`: arq keeps a job's in-progress key for job timeout + 10 s; a job
 whose process was SIGKILLed is re-run only after that key expires. We shorten the grace
@@ -33,13 +34,14 @@ from shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL
 from . import jobs
 from .config import OrchestratorSettings
 from .runtime import Runtime
+from .submit import DUPLICATE, TAKEN, submit
 
 #: Seconds the in-progress key outlives the job timeout (arq's default is 10).
 IN_PROGRESS_GRACE_S = 3.0
 
 
 class OrchestratorWorker(Worker):
-    """arq Worker that can start a job it knows was just enqueued, without polling."""
+    """arq Worker that runs, at once, jobs this process enqueued and claimed (submit.py)."""
 
     def __init__(self, *args: Any, in_progress_grace_s: float = IN_PROGRESS_GRACE_S,
                  **kwargs: Any) -> None:
@@ -47,11 +49,25 @@ class OrchestratorWorker(Worker):
         max_timeout = max(f.timeout_s or self.job_timeout_s for f in self.functions.values())
         self.in_progress_timeout_s = (max_timeout or 0) + in_progress_grace_s
 
-    async def start_now(self, job_id: str) -> None:
-        """Start `job_id` in this process if there is room; else leave it to the poll."""
-        if not self.allow_pick_jobs or self.job_counter >= self.max_jobs:
-            return
-        await self.start_jobs([job_id.encode()])
+    def has_room(self) -> bool:
+        return self.allow_pick_jobs and self.job_counter < self.max_jobs
+
+    async def submit(self, function: str, args: tuple[Any, ...], job_id: str) -> bool:
+        """Enqueue `function(*args)` as `job_id` (False: the id exists) and, when there is
+        room, run it here now - the bookkeeping mirrors arq's `start_jobs` (semaphore,
+        job counter, task registry) after the in-progress key was set by the script."""
+        take_ms = int(self.in_progress_timeout_s * 1000) if self.has_room() else 0
+        outcome, score = await submit(self.pool, self.queue_name, function, args, job_id,
+                                      take_ms)
+        if outcome == DUPLICATE:
+            return False
+        if outcome == TAKEN:
+            await self.sem.acquire()
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
+        return True
 
 
 def job_functions(settings: OrchestratorSettings) -> list[Any]:
@@ -83,7 +99,7 @@ def build_worker(rt: Runtime, redis: ArqRedis) -> OrchestratorWorker:
         health_check_interval=30,
     )
     if s.orchestrator_local_start:
-        rt.kick = worker.start_now
+        rt.submitter = worker.submit
     return worker
 
 

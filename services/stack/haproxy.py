@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from services.stack.topology import GATEWAY, INGRESS, LB_PORT, LB_STATS_PORT, Replica, Role
@@ -22,7 +23,8 @@ INSTALL_HINT = ("HAProxy is not installed. Debian/Ubuntu: `apt-get install hapro
 _GLOBAL = """\
 global
     log stdout format raw local0 info
-    maxconn 20000
+    # Two FDs a proxied connection: keep under a typical 20k FD limit.
+    maxconn 8000
 
 defaults
     mode http
@@ -52,11 +54,23 @@ frontend public
 """
 
 
-def _backend(role: Role, servers: list[str], balance: str) -> str:
+def _backend(role: Role, servers: list[str], balance: str, retry_on: str) -> str:
+    # A replica that just started draining answers 503 until the health check marks it
+    # down (up to inter x fall): retry such requests on another replica (L7 retry).
     lines = [f"\nbackend {role.name}", f"    balance {balance}",
-             f"    option httpchk GET {role.ready_path}", "    http-check expect status 200"]
+             f"    option httpchk GET {role.ready_path}", "    http-check expect status 200",
+             "    retries 3", "    option redispatch 1", f"    retry-on {retry_on}"]
     lines += [f"    {server}" for server in servers]
     return "\n".join(lines) + "\n"
+
+
+def _backends(servers: Callable[[Role], list[str]]) -> str:
+    # Webhooks: retry only when nothing reached the ingress (a 503 there means Redis is
+    # down for every replica, and Infobip retries by itself). Media upgrades carry no body:
+    # also retry a draining gateway's 503.
+    return (_backend(INGRESS, servers(INGRESS), "roundrobin", "conn-failure empty-response")
+            + _backend(GATEWAY, servers(GATEWAY), "leastconn",
+                       "conn-failure empty-response 503"))
 
 
 def _stats(bind: str) -> str:
@@ -69,9 +83,7 @@ def render_local(plan: list[Replica], lb_port: int = LB_PORT,
     def servers(role: Role) -> list[str]:
         return [f"server {r.name} 127.0.0.1:{r.port} check" for r in plan if r.role is role]
     return (_GLOBAL + _frontend(f"127.0.0.1:{lb_port}")
-            + _backend(INGRESS, servers(INGRESS), "roundrobin")
-            + _backend(GATEWAY, servers(GATEWAY), "leastconn")
-            + _stats(f"127.0.0.1:{stats_port}"))
+            + _backends(servers) + _stats(f"127.0.0.1:{stats_port}"))
 
 
 def render_compose(replicas: int = 2) -> str:
@@ -82,9 +94,7 @@ def render_compose(replicas: int = 2) -> str:
     resolvers = ("\nresolvers docker\n    nameserver dns 127.0.0.11:53\n"
                  "    hold valid 5s\n")
     return (_GLOBAL + resolvers + _frontend(f"*:{LB_PORT}")
-            + _backend(INGRESS, servers(INGRESS), "roundrobin")
-            + _backend(GATEWAY, servers(GATEWAY), "leastconn")
-            + _stats(f"*:{LB_STATS_PORT}"))
+            + _backends(servers) + _stats(f"*:{LB_STATS_PORT}"))
 
 
 def haproxy_binary() -> str | None:
