@@ -182,3 +182,19 @@ async def test_unknown_event_type_is_acknowledged(stack: dict[str, Any],
 
         await wait_until(acked, what="ack")
     assert await redis_client.xlen(redis_keys.DEAD_LETTER_STREAM) == 0
+
+
+async def test_429_retry_after_holds_every_dialog_request(stack: dict[str, Any]) -> None:
+    """The throttle is per account: after a 429 no process creates any dialog early."""
+    sim = stack["sim"]
+    sim.faults.fail_next(1, status=429, retry_after=1.0)
+    async with running(stack["settings"], "a"), running(stack["settings"], "b"):
+        first = await sim.place_call(quiet_call())
+        await wait_until(lambda: dialog_posts(sim, first.call_id), what="429 answered")
+        others = [await sim.place_call(quiet_call()) for _ in range(3)]
+        for call in [first, *others]:
+            await wait_until(lambda c=call: created(sim, c.call_id), what="bridged")
+    assert not sim.faults.early_retries
+    throttled_at = dialog_posts(sim, first.call_id)[0].at
+    for call in others:
+        assert created(sim, call.call_id)[0].at >= throttled_at + 1.0 - 0.02

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,10 +36,10 @@ async def test_worker_killed_mid_post_bridges_exactly_once(
            "INFOBIP_API_KEY": "sim-infobip-key", "INFOBIP_MEDIA_STREAM_CONFIG_ID": cfg,
            "INFOBIP_REQUEST_TIMEOUT_S": "1", "ORCHESTRATOR_JOB_TIMEOUT_S": "4",
            "ORCHESTRATOR_METRICS_PORT": "0", "LOG_FORMAT": "text", "LOG_LEVEL": "INFO"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "services.call_orchestrator", "orchestrator",
-         "--consumer-name", "doomed"], cwd=ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.call_orchestrator", "orchestrator",
+        "--consumer-name", "doomed", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     try:
         async def consumer_up() -> bool:
             try:
@@ -56,7 +56,7 @@ async def test_worker_killed_mid_post_bridges_exactly_once(
                                                hangup_after_s=40))
         await wait_until(lambda: sim.dialog_requests, what="POST in flight")
         proc.kill()  # SIGKILL while the POST is in flight
-        proc.wait(timeout=10)
+        await asyncio.wait_for(proc.wait(), 10)
 
         async with running(orch_settings(redis_url, sim.base_url, cfg), "survivor"):
             async def bridged() -> bool:
@@ -70,8 +70,8 @@ async def test_worker_killed_mid_post_bridges_exactly_once(
         assert len(dialog_posts(sim, call.call_id)) == 1
         assert len(call.dialogs) == 1
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(timeout=10)
+            await asyncio.wait_for(proc.wait(), 10)
         await sim.stop()
         await ingress.stop()

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,8 +91,10 @@ async def scrape_dialog_latency(port: int) -> dict[str, float]:
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le),
                             float(line.rsplit(" ", 1)[1])))
+    queued = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith('orchestrator_local_starts_total{result="queued"}'))
     total = buckets[-1][1] if buckets else 0.0
-    share = {}
+    share: dict[str, float] = {"jobs left to the queue poll": queued}
     for le, count in buckets:
         if le != float("inf"):
             share[f"<= {le * 1000:g} ms"] = round(count / total, 3) if total else 0.0
@@ -104,7 +105,7 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def wait_consumer(redis_url: str, timeout: float = 20.0) -> None:
@@ -135,12 +136,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                "ORCHESTRATOR_METRICS_PORT": str(metrics_port), "LOG_LEVEL": "WARNING",
                "ORCHESTRATOR_LOCAL_START": "false" if args.no_local_start else "true"}
         prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-        proc = subprocess.Popen([sys.executable, *prof, "-m", "services.call_orchestrator",
-                                 "orchestrator"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, *prof, "-m", "services.call_orchestrator", "orchestrator",
+            cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
         try:
             await wait_consumer(redis_server.url)
             cpu_before = cpu_seconds(proc.pid)
+            self_before = cpu_seconds(os.getpid())
             n = int(args.rate * args.seconds)
             start = time.monotonic()
             calls = []
@@ -150,8 +153,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(delay)
                 calls.append(await sim.place_call(CallScript(
                     caller_wav=None, connect_to_media=False, hangup_after_s=args.call_s)))
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and any(c.dialog is None for c in calls):
+            # The simulator exposes no "dialog created" event: poll its state, bounded (30 s).
+            for _ in range(300):
+                if all(c.dialog is not None for c in calls):
+                    break
                 await asyncio.sleep(0.1)
             latencies = []
             posts: dict[str, int] = {}
@@ -168,15 +173,17 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     latencies.append((first_post[call.call_id] - received / 1000) * 1000)
             inside = await scrape_dialog_latency(metrics_port)
             cpu_s = cpu_seconds(proc.pid) - cpu_before
+            self_cpu_s = cpu_seconds(os.getpid()) - self_before
             wall_s = time.monotonic() - start
             await asyncio.gather(*(c.wait_finished(60) for c in calls),
                                  return_exceptions=True)
         finally:
-            proc.terminate()
+            proc.terminate()  # SIGTERM: the orchestrator drains and exits
             try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
                 proc.kill()
+                await proc.wait()
             await sim.stop()
             await ingress.stop()
     return {
@@ -186,6 +193,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "calls_with_more_than_one_post": sum(1 for v in posts.values() if v > 1),
         "orchestrator_view": inside,
         "orchestrator_cpu_pct_of_one_core": round(100 * cpu_s / wall_s, 1),
+        "driver_cpu_pct_of_one_core": round(100 * self_cpu_s / wall_s, 1),
         "load_average_1m": os.getloadavg()[0],
         "latency_ms": {"p50": pct(latencies, 50), "p90": pct(latencies, 90),
                        "p99": pct(latencies, 99), "max": max(latencies or [float("nan")])},
@@ -227,10 +235,13 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['dialog_posts']}  calls with >1 POST: "
           f"{result['calls_with_more_than_one_post']}")
     print(f"orchestrator CPU: {result['orchestrator_cpu_pct_of_one_core']:.0f}% of one core; "
+          f"driver (simulator + ingress stand-in) {result['driver_cpu_pct_of_one_core']:.0f}%; "
           f"machine load average (1 min) {result['load_average_1m']:.2f} on "
           f"{os.cpu_count()} cores")
     print("orchestrator's own view (received_at -> its POST), share of calls: " + ", ".join(
         f"{k}: {v:.0%}" for k, v in result["orchestrator_view"].items()
         if k in ("<= 5 ms", "<= 10 ms", "<= 25 ms", "<= 50 ms", "<= 100 ms")))
+    print(f"jobs left to the 0.5 s queue poll (worker full): "
+          f"{result['orchestrator_view']['jobs left to the queue poll']:.0f}")
     sys.stdout.flush()
     return 0

@@ -27,6 +27,7 @@ from shared.infobip_calls import (
 from shared.infobip_events import CallsEvent
 
 from . import call_record
+from .calls_api import DIALOGS_SCOPE
 from .dialogs import claim_or_resolve, post_dialog
 from .idempotency import Claim
 from .metrics import DIALOG_LATENCY
@@ -89,17 +90,20 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         log.info("call ended before it could be bridged")
         return "noop"
 
-    token, _ = await asyncio.gather(
+    # One round trip's time for three independent things: the token, the record, and
+    # whether a shared Retry-After currently holds dialog creation (throttle.py).
+    token, _, gate_wait = await asyncio.gather(
         store_media_token(rt, call_id, profile.name),
         call_record.update(
             rt.redis, call_id, "dialog_requested", profile=profile.name,
             api_base_url=rt.api.base(base), transfer_number=profile.transfer_number or "",
-            received_at=received_at or now, dialog_requested_at=now))
+            received_at=received_at or now, dialog_requested_at=now),
+        rt.api.gate_wait_s(DIALOGS_SCOPE))
     request = build_media_dialog(call_id, rt.settings.infobip_media_stream_config_id, token,
                                  profile.name)
     if received_at:
         DIALOG_LATENCY.observe(max(0.0, time.time() - int(received_at) / 1000))
-    dialog = await post_dialog(rt, claim, base, request)
+    dialog = await post_dialog(rt, claim, base, request, gate_checked=gate_wait <= 0)
     fields = {"dialog_id": dialog.id, "dialog_created_at": call_record.now_ms()}
     if dialog.child_call is not None:
         fields["child_call_id"] = dialog.child_call.id

@@ -114,6 +114,11 @@ class CallsApi:
                 connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30))
         return self._session
 
+    async def gate_wait_s(self, scope: str) -> float:
+        """Seconds until `scope` is open (lets a caller fetch it concurrently with other
+        work, then pass `gate_checked=True`)."""
+        return await self._gate.wait_s(scope)
+
     async def _respect_gate(self, scope: str, endpoint: str) -> None:
         """Never send before a Retry-After the platform gave for `scope`: wait in-job for a
         short gate (bounded loop), hand a long one back to the retry machinery."""
@@ -128,8 +133,10 @@ class CallsApi:
 
     async def _request(self, method: str, url: str, endpoint: str, scope: str,
                        body: dict[str, Any] | None = None,
-                       ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
-        await self._respect_gate(scope, endpoint)
+                       ok: tuple[int, ...] = (200, 201),
+                       gate_checked: bool = False) -> tuple[int, Any]:
+        if not gate_checked:
+            await self._respect_gate(scope, endpoint)
         started = time.perf_counter()
         status_label = "error"
         try:
@@ -157,11 +164,14 @@ class CallsApi:
         finally:
             API_LATENCY.labels(endpoint, status_label).observe(time.perf_counter() - started)
 
-    async def create_dialog(self, api_base_url: str | None,
-                            request: DialogRequest) -> DialogResponse:
+    async def create_dialog(self, api_base_url: str | None, request: DialogRequest,
+                            gate_checked: bool = False) -> DialogResponse:
+        """POST /calls/1/dialogs. `gate_checked`: the caller saw the dialogs gate open
+        (`gate_wait_s(DIALOGS_SCOPE) == 0`) just before."""
         url = f"{self.base(api_base_url)}/calls/1/dialogs"
         _, data = await self._request("POST", url, "POST /calls/1/dialogs", DIALOGS_SCOPE,
-                                      request.to_wire(), ok=(200, 201))
+                                      request.to_wire(), ok=(200, 201),
+                                      gate_checked=gate_checked)
         return DialogResponse.model_validate(data)
 
     async def get_call(self, api_base_url: str | None, call_id: str) -> dict[str, Any] | None:

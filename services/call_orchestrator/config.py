@@ -29,7 +29,9 @@ class OrchestratorSettings(CommonSettings, InfobipSettings):
         2.0, ge=0, description="wait in-job for a shared Retry-After shorter than this")
 
     # arq worker.
-    orchestrator_max_jobs: int = Field(50, ge=1, description="jobs run concurrently")
+    orchestrator_max_jobs: int = Field(
+        200, ge=1, description="jobs run concurrently (I/O-bound: mostly waiting on Redis "
+        "and the Calls API)")
     orchestrator_job_timeout_s: float = Field(30.0, gt=1)
     orchestrator_keep_result_s: int = Field(
         600, ge=0, description="arq keeps job results (and so refuses duplicate ids) this long")

@@ -84,14 +84,19 @@ class StreamConsumer:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Consume until `stop()`. Redis trouble (down, restarted without the group) is
+        retried with backoff; entries of a failed batch stay pending and are re-read."""
         self.running = True
         backoff = 0.1
+        recover = True
+        last_claim = time.monotonic()
         try:
-            await ensure_group(self.redis)
-            await self._catch_up()
-            last_claim = time.monotonic()
             while not self._stopping.is_set():
                 try:
+                    if recover:
+                        await ensure_group(self.redis)
+                        await self._catch_up()
+                        recover = False
                     await self._read_once(">")
                     if time.monotonic() - last_claim >= self.claim_interval_s:
                         last_claim = time.monotonic()
@@ -99,14 +104,12 @@ class StreamConsumer:
                     backoff = 0.1
                 except (RedisError, OSError) as exc:
                     log.warning("events stream unavailable (%s); retrying in %.1fs", exc, backoff)
+                    recover = True
                     try:
                         await asyncio.wait_for(self._stopping.wait(), backoff)
                     except TimeoutError:
                         pass
                     backoff = min(5.0, backoff * 2)
-                    if "NOGROUP" in str(exc):
-                        await ensure_group(self.redis)
-                    await self._catch_up()
         finally:
             self.running = False
 

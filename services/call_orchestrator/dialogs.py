@@ -67,11 +67,11 @@ async def claim_or_resolve(rt: Runtime, claim: Claim, api_base_url: str | None, 
 
 
 async def post_dialog(rt: Runtime, claim: Claim, api_base_url: str | None,
-                      request: DialogRequest) -> DialogResponse:
+                      request: DialogRequest, gate_checked: bool = False) -> DialogResponse:
     """POST the dialog; on failure release the claim (nothing happened) or mark it
     uncertain (it may have happened) before the error goes to the retry machinery."""
     try:
-        return await rt.api.create_dialog(api_base_url, request)
+        return await rt.api.create_dialog(api_base_url, request, gate_checked=gate_checked)
     except CallsApiFailure as exc:
         if exc.ambiguous:
             # The platform may still apply it: look again only after one more request

@@ -84,6 +84,8 @@ async def _guarded(ctx: dict[str, Any], job: str, call_id: str, args: list[Any],
             log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, _describe(exc),
                         delay)
             raise Retry(defer=delay) from exc
+        # Dialog events name their call only inside the body: the handler set it.
+        call_id = call_id or call_id_var.get() or ""
         await dead_letters.add(rt.redis, job=job, job_id=this_job_id, call_id=call_id,
                                attempts=attempt, error=_describe(exc), args=args, event=event,
                                stream_id=stream_id)

@@ -37,6 +37,9 @@ RETRIES = Counter("orchestrator_retries_total", "Retries scheduled, by job and r
                   ["job", "reason"], registry=REGISTRY)
 EVENTS = Counter("orchestrator_events_total", "Stream entries handed to arq, by result "
                  "(enqueued, duplicate, invalid)", ["result"], registry=REGISTRY)
+LOCAL_STARTS = Counter("orchestrator_local_starts_total", "Jobs this process enqueued: "
+                       "started at once (taken) or left to the queue poll (queued)",
+                       ["result"], registry=REGISTRY)
 API_LATENCY = Histogram(
     "orchestrator_calls_api_seconds", "Calls API request latency by endpoint and status",
     ["endpoint", "status"], registry=REGISTRY,

@@ -33,6 +33,7 @@ from shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL
 
 from . import jobs
 from .config import OrchestratorSettings
+from .metrics import LOCAL_STARTS
 from .runtime import Runtime
 from .submit import DUPLICATE, TAKEN, submit
 
@@ -49,6 +50,16 @@ class OrchestratorWorker(Worker):
         max_timeout = max(f.timeout_s or self.job_timeout_s for f in self.functions.values())
         self.in_progress_timeout_s = (max_timeout or 0) + in_progress_grace_s
 
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's poll hands over every id in the queue, including jobs this process is
+        running right now (they stay in the sorted set until finished); skip those before
+        arq spends WATCH/EXISTS/ZSCORE round trips to find out they are in progress."""
+        running = self.tasks
+        fresh = [j for j in job_ids
+                 if (t := running.get(j.decode())) is None or t.done()]
+        if fresh:
+            await super().start_jobs(fresh)
+
     def has_room(self) -> bool:
         return self.allow_pick_jobs and self.job_counter < self.max_jobs
 
@@ -61,6 +72,7 @@ class OrchestratorWorker(Worker):
                                       take_ms)
         if outcome == DUPLICATE:
             return False
+        LOCAL_STARTS.labels("taken" if outcome == TAKEN else "queued").inc()
         if outcome == TAKEN:
             await self.sem.acquire()
             self.job_counter += 1

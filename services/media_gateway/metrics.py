@@ -32,6 +32,10 @@ LATE_FRAMES = Counter(f"{_NS}_late_frames_total",
                       "Frames sent after the caller's receiver ran dry (heard as a gap)")
 DROPPED_FRAMES = Counter(f"{_NS}_dropped_frames_total",
                          "Frames not sent because the Infobip socket stopped reading")
+LOOP_LAG = Histogram(
+    f"{_NS}_loop_lag_seconds",
+    "How late the pacer's 5 ms tick woke (a busy or descheduled event loop delays audio)",
+    buckets=_LATENCY_BUCKETS)
 REDIS_ERRORS = Counter(f"{_NS}_redis_errors_total", "Failed best-effort Redis flushes")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

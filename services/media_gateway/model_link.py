@@ -122,8 +122,18 @@ class ModelLink:
             close_timeout=2,
         )
         self.connects += 1
+        try:
+            await self._configure(ws, first)
+        except BaseException:
+            ws.transport.abort()  # never leak a half-configured socket
+            raise
+        self.ws = ws
+        self.ready = True
+
+    async def _configure(self, ws: ClientConnection, first: bool) -> None:
         events: list[dict[str, Any]] = [
-            rt.session_update(rt.session_config(self.profile, s.openai_model, self.tools))]
+            rt.session_update(rt.session_config(self.profile, self.settings.openai_model,
+                                                self.tools))]
         if first:
             if self.profile.greeting:  # the agent speaks first
                 events.append(rt.response_create(self.profile.greeting))
@@ -134,11 +144,13 @@ class ModelLink:
             events.append(rt.response_create(RESUME_INSTRUCTIONS))
         for event in events:
             await ws.send(rt.dumps(event))
-        pending, self._pending = bytes(self._pending), bytearray()
-        for i in range(0, len(pending), _PENDING_CHUNK):
-            await ws.send(append_event(pending[i:i + _PENDING_CHUNK]), text=True)
-        self.ws = ws
-        self.ready = True
+        # Caller audio buffered while we were away, oldest first; removed only once sent.
+        for _ in range(10_000):  # bounded: the buffer holds at most pending_audio_ms
+            if not self._pending:
+                break
+            chunk = bytes(self._pending[:_PENDING_CHUNK])
+            await ws.send(append_event(chunk), text=True)
+            del self._pending[:len(chunk)]
 
     async def open_with_retry(self, deadline: float, *, first: bool,
                               on_failure: Callable[[], None] | None = None) -> bool:
@@ -155,6 +167,12 @@ class ModelLink:
                     ConnectionClosed) as exc:
                 log.warning("model connect attempt %d failed: %s", attempt + 1,
                             type(exc).__name__)
+                if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
+                    self.last_close_code = exc.rcvd.code
+                    if exc.rcvd.code in FATAL_CLOSE_CODES:
+                        log.error("model refused us with close %s (%s): not retrying",
+                                  exc.rcvd.code, exc.rcvd.reason)
+                        return False
                 if on_failure is not None:
                     on_failure()
                     on_failure = None

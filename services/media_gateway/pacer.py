@@ -69,10 +69,10 @@ class Sender:
         p = self.playout
         for _ in range(_MAX_FRAMES_PER_SERVICE):
             due = p.next_due()
+            late_before = p.late_frames
             frame = p.pop_frame(now)
             if frame is None:
                 break
-            late_before = p.late_frames
             if not write_frame(self.conn, frame):
                 if self.conn.protocol.state is State.OPEN:
                     metrics.DROPPED_FRAMES.inc()
@@ -132,8 +132,10 @@ class PacerHub:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         wake = loop.time()
+        observe_lag = metrics.LOOP_LAG.observe
         while True:  # runs for the life of the process; cancelled by stop()
             now = loop.time()
+            observe_lag(max(0.0, now - wake))  # how late this tick woke: event-loop health
             for sender in self._snapshot:
                 if sender.due <= now:
                     try:

@@ -93,6 +93,8 @@ class StateStore:
         self.healthy = True
         self.lines_dropped = 0
         self.jobs_enqueued: list[str] = []  # job ids arq accepted (tests, status)
+        self._claims: list[tuple[str, str, asyncio.Future[tuple[Any, Any]]]] = []
+        self._claim_task: asyncio.Task[None] | None = None
 
     # Recording (sync, never raises, never awaits) -------------------------------------
 
@@ -131,15 +133,19 @@ class StateStore:
         """GETDEL the one-time token (contract: "Media token") and read the call's dialog id.
 
         Returns (token record or None, dialog_id or ""). Raises TokenStoreUnavailable.
+        Claims made in the same loop turn share one pipeline (a burst of connecting calls
+        would otherwise queue on the connection pool's lock: ../shared/perf-notes.md).
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Any, Any]] = loop.create_future()
+        self._claims.append((token, call_id, future))
+        if self._claim_task is None or self._claim_task.done():
+            self._claim_task = loop.create_task(self._claim_batches(), name="token-claims")
         try:
             async with asyncio.timeout(timeout):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.getdel(redis_keys.media_token(token))
-                    pipe.hget(redis_keys.call_record(call_id), "dialog_id")
-                    raw, dialog = await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise TokenStoreUnavailable(str(exc)) from None
+                raw, dialog = await asyncio.shield(future)
+        except TimeoutError:
+            raise TokenStoreUnavailable(f"no answer within {timeout} s") from None
         record = None
         if raw is not None:
             try:
@@ -147,8 +153,35 @@ class StateStore:
                 record = parsed if isinstance(parsed, dict) else {}
             except orjson.JSONDecodeError:
                 record = {}
-        dialog_id = dialog.decode() if isinstance(dialog, bytes) else str(dialog or "")
+        dialog_id = dialog.decode() if isinstance(dialog, bytes) else ""
         return record, dialog_id
+
+    async def _claim_batches(self) -> None:
+        await asyncio.sleep(0)  # let this loop turn's claims join the batch
+        for _ in range(1000):  # bounded; claims arriving meanwhile form the next batch
+            if not self._claims:
+                return
+            batch, self._claims = self._claims, []
+            try:
+                async with asyncio.timeout(2.0):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for token, call_id, _ in batch:
+                            pipe.getdel(redis_keys.media_token(token))
+                            pipe.hget(redis_keys.call_record(call_id), "dialog_id")
+                        results = await pipe.execute(raise_on_error=False)
+            except (RedisError, OSError, TimeoutError) as exc:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(TokenStoreUnavailable(repr(exc)))
+                continue
+            for i, (*_, future) in enumerate(batch):
+                raw, dialog = results[2 * i], results[2 * i + 1]
+                if future.done():
+                    continue
+                if isinstance(raw, Exception):
+                    future.set_exception(TokenStoreUnavailable(repr(raw)))
+                else:
+                    future.set_result((raw, None if isinstance(dialog, Exception) else dialog))
 
     # Flushing ----------------------------------------------------------------------------
 
@@ -159,9 +192,10 @@ class StateStore:
         """Last flush (bounded), deregister this gateway, stop the flusher."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        for task in (self._task, self._claim_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         try:
             async with asyncio.timeout(timeout):
                 await self._flush()

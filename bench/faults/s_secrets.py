@@ -1,0 +1,77 @@
+"""Scenario 11: secrets never reach a log.
+
+Every stack of the run was started with distinctive secret values (bench/faults/stack.py:
+INFOBIP_API_KEY, OPENAI_API_KEY, WEBHOOK_BASIC_PASSWORD, WEBHOOK_HMAC_SECRET) and used them
+for real (API calls, model connections, authenticated and refused webhooks). This scenario
+runs one more small stack that also provokes the error paths where a secret could slip
+into a log line (a refused webhook with a wrong password, a model refusing the key), then
+greps every log file of the whole run — all services, HAProxy, Redis — for each secret in
+the forms it travels in (raw, base64 of the Basic credentials, the Bearer/App headers).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import aiohttp
+
+from bench.faults.drive import post_raw, probe_body
+from bench.faults.report import Row
+from bench.faults.runner import Ctx
+from bench.faults.stack import BASIC_USER, SECRETS, FaultOptions, webhook_headers
+from simulators.infobip import CallScript
+
+
+def needles() -> dict[str, str]:
+    """Each secret, and the encoded forms it travels in."""
+    out = {name: value for name, value in SECRETS.items()}
+    basic = base64.b64encode(f"{BASIC_USER}:{SECRETS['WEBHOOK_BASIC_PASSWORD']}".encode())
+    out["Basic credentials (base64)"] = basic.decode()
+    return out
+
+
+def scan(dirs: list[Path]) -> tuple[int, int, dict[str, list[str]]]:
+    """(files, lines, {secret name: [file:line, ...]}) over every *.log under `dirs`."""
+    found: dict[str, list[str]] = {}
+    files = lines = 0
+    wanted = needles()
+    for d in dirs:
+        for path in sorted(d.rglob("*.log")):
+            files += 1
+            with path.open(errors="replace") as fh:
+                for no, line in enumerate(fh, 1):
+                    lines += 1
+                    for name, value in wanted.items():
+                        if value in line:
+                            found.setdefault(name, []).append(f"{path.name}:{no}")
+    return files, lines, found
+
+
+async def secrets_in_logs(ctx: Ctx, row: Row) -> None:
+    async with ctx.stack("secrets", FaultOptions()) as stack:
+        sim, rt = stack.infobip, stack.openai
+        assert sim is not None and rt is not None
+        body = probe_body("secret-probe")
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            bad = {**webhook_headers(body),
+                   "Authorization": "Basic " + base64.b64encode(
+                       f"{BASIC_USER}:wrong-{SECRETS['WEBHOOK_BASIC_PASSWORD']}".encode()
+                   ).decode()}
+            refused = await post_raw(http, stack.webhook_url, body, bad)
+            ok = await post_raw(http, stack.webhook_url, body)
+        rt.refuse_next(1, code=3000)  # the model refuses the key once: an error path
+        call = await sim.place_call(CallScript(caller_wav=None, reply_timeout_s=0.5,
+                                               max_duration_s=30))
+        await call.wait_finished(40)
+        row.calls, row.events, row.faults = 1, 2, 2
+    row.check("wrong password refused", refused == 401, f"status {refused}")
+    row.check("right credentials accepted", ok == 200, f"status {ok}")
+    dirs = sorted(set(ctx.log_dirs))
+    files, lines, found = scan(dirs)
+    row.lost = sum(len(v) for v in found.values())
+    row.duplicated = row.cut = None
+    row.notes.append(f"scanned {files} log files, {lines} lines, from {len(dirs)} stacks")
+    row.check("no secret in any log", not found,
+              "; ".join(f"{k} in {v[:3]}" for k, v in found.items()))
+    row.check("logs were scanned", files > 0 and lines > 0, "no log files")

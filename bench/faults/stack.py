@@ -1,0 +1,180 @@
+"""A `LocalStack` for the fault suite: known secrets everywhere, webhook auth on, short timeouts.
+
+Why a subclass: every scenario must run with distinctive secret values (scenario 11 greps
+all logs of the run for them) and with HTTP Basic + HMAC on the webhook, the way production
+runs. `LocalStack` builds its simulators with fixed development keys, so this subclass only
+swaps the simulator construction (same order, same env names) and keeps everything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
+from services.stack.runner import LocalStack, StackOptions
+from shared.redis_server import free_port
+from shared.webhook_signing import sign_headers
+
+# Distinctive values: nothing else in a log line could contain them by chance.
+INFOBIP_KEY = "FAULTSECRET-infobip-7f3a9c1e55d24b08"
+OPENAI_KEY = "sk-FAULTSECRET-openai-c0ffee4242d1e5a1"
+BASIC_USER = "infobip-hooks"
+BASIC_PASSWORD = "FAULTSECRET-basic-9b2e6d0f13a7c4e8"
+HMAC_SECRET = "FAULTSECRET-hmac-5e8a1d7c3b9f2064"
+SECRETS = {"INFOBIP_API_KEY": INFOBIP_KEY, "OPENAI_API_KEY": OPENAI_KEY,
+           "WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD, "WEBHOOK_HMAC_SECRET": HMAC_SECRET}
+BASIC_HEADER = "Basic " + base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
+
+#: Service settings shortened so faults resolve within a CI-sized run (names: services'
+#: config.py). Scenarios override single values through `extra_env`.
+FAST_ENV = {
+    "INGRESS_DRAIN_DELAY_S": "0.3",
+    "INGRESS_SHUTDOWN_TIMEOUT_S": "3",
+    "ORCHESTRATOR_SHUTDOWN_GRACE_S": "3",
+    "ORCHESTRATOR_CLAIM_IDLE_S": "3",
+    "ORCHESTRATOR_CLAIM_INTERVAL_S": "1",
+    "INFOBIP_REQUEST_TIMEOUT_S": "2",
+    "ORCHESTRATOR_JOB_TIMEOUT_S": "8",
+    "ORCHESTRATOR_RETRY_CAP_S": "4",
+    "ORCHESTRATOR_POLL_DELAY_S": "0.1",
+    "DRAIN_TIMEOUT_S": "60",
+    "TOOL_END_GRACE_S": "5",
+}
+
+
+def webhook_headers(body: bytes) -> dict[str, str]:
+    """What Infobip sends with a subscription secured by Basic + HMAC."""
+    return {"Content-Type": "application/json", "Authorization": BASIC_HEADER,
+            **sign_headers(HMAC_SECRET.encode(), body)}
+
+
+@dataclass
+class FaultOptions:
+    replicas: dict[str, int] = field(
+        default_factory=lambda: {"ingress": 1, "orchestrator": 1, "gateway": 1})
+    load_balancer: bool = False
+    appendfsync: str = "everysec"
+    env: dict[str, str] = field(default_factory=dict)
+    model_speed: float = 4.0
+    keep_sessions: int | None = 200
+    sample_rate: int = 16000
+
+
+class FaultStack(LocalStack):
+    """`LocalStack` with the suite's secrets and webhook authentication."""
+
+    def __init__(self, opts: FaultOptions, log_dir: Path) -> None:
+        env = {**FAST_ENV, "WEBHOOK_BASIC_USER": BASIC_USER,
+               "WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD, "WEBHOOK_HMAC_SECRET": HMAC_SECRET,
+               **opts.env}
+        super().__init__(StackOptions(
+            replicas=dict(opts.replicas), load_balancer=opts.load_balancer,
+            appendfsync=opts.appendfsync, log_dir=log_dir, extra_env=env,
+            model_speed=opts.model_speed, sample_rate=opts.sample_rate))
+        self.fault_opts = opts
+        self.sim_env: dict[str, str] = {}
+        self._client: aioredis.Redis | None = None
+
+    async def _start_simulators(self) -> dict[str, str]:
+        from simulators.infobip import InfobipSimulator
+        from simulators.openai_realtime import RealtimeSimulator
+
+        self.openai = RealtimeSimulator(api_key=OPENAI_KEY, speed=self.options.model_speed,
+                                        keep_sessions=self.fault_opts.keep_sessions)
+        await self.openai.start()
+        self.infobip = InfobipSimulator(api_key=INFOBIP_KEY, webhook_url=self.webhook_url,
+                                        webhook_auth=(BASIC_USER, BASIC_PASSWORD),
+                                        webhook_hmac_secret=HMAC_SECRET.encode())
+        await self.infobip.start()
+        self.media_config_id = self.infobip.add_media_stream_config(
+            url=self.media_url, sample_rate=self.options.sample_rate)
+        self.sim_env = {
+            "INFOBIP_BASE_URL": self.infobip.base_url,
+            "INFOBIP_API_KEY": INFOBIP_KEY,
+            "INFOBIP_MEDIA_STREAM_CONFIG_ID": self.media_config_id,
+            "OPENAI_API_KEY": OPENAI_KEY,
+            "OPENAI_REALTIME_URL": self.openai.url,
+        }
+        return dict(self.sim_env)
+
+    # Conveniences ------------------------------------------------------------------------
+    def service_env(self) -> dict[str, str]:
+        """The environment the stack's services got (to start one more process like them)."""
+        return {"REDIS_URL": self.redis_url, **self._service_env_defaults(), **self.sim_env,
+                **self.options.extra_env}
+
+    async def start_gateway(self, name: str, extra: dict[str, str]) -> tuple[ManagedProcess,
+                                                                             int]:
+        """One more gateway process outside the LB (its own port and id)."""
+        port = free_port()
+        env = {**self.service_env(), "GATEWAY_PORT": str(port), "GATEWAY_ID": name, **extra}
+        proc = self.supervisor.start(ProcessSpec(
+            name=name, argv=callbridge_argv("gateway"), env=env,
+            ready_url=f"http://127.0.0.1:{port}/readyz"))
+        await proc.wait_ready(30)
+        return proc, port
+
+    @property
+    def redis_client(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = aioredis.Redis.from_url(self.redis_url, socket_timeout=5,
+                                                   socket_connect_timeout=2)
+        return self._client
+
+    def port_of(self, name: str) -> int:
+        return next(r.port for r in self.plan if r.name == name)
+
+    def pid_of(self, name: str) -> int:
+        pid = self.process(name).pid
+        assert pid is not None
+        return pid
+
+    def alive(self) -> dict[str, bool]:
+        return {p.name: p.alive() for p in self.supervisor.processes}
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await super().stop()
+
+
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process from /proc/<pid>/status (kB); 0 when gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def socket_count(pid: int) -> int:
+    """Open sockets of a process (its /proc fd table)."""
+    base = Path(f"/proc/{pid}/fd")
+    count = 0
+    try:
+        for fd in base.iterdir():
+            try:
+                if fd.readlink().as_posix().startswith("socket:"):
+                    count += 1
+            except OSError:
+                continue
+    except OSError:
+        return -1
+    return count
+
+
+def now() -> float:
+    return time.time()
+
+
+def decode(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

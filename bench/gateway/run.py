@@ -1,0 +1,302 @@
+"""Benchmark the media gateway: N simulated real-time calls through one gateway process.
+
+    python -m bench.gateway                  # levels 25..300, 15 s measured per level
+    python -m bench.gateway --quick          # two small levels, ~1 minute
+    python -m bench.gateway --levels 100,250 --seconds 20 --rate 24000 --json
+
+Layout on a 2-core box (as /work/shared/perf-notes.md, "Relaying audio"): the gateway alone
+on core 0 (`taskset -c 0`); the OpenAI simulator (replies at 4x real time), a private
+redis-server and the load generators (simulated Infobip media legs, caller speech both
+ways) on core 1. Each level starts a fresh gateway and simulator. Everything listens on and
+targets 127.0.0.1; every loop is bounded in count and time.
+
+Measured per level, over the same window:
+- added relay latency, p99, from the gateway's own histogram (scraped from /metrics before
+  and after): caller frame received -> sent to the model, and model audio received (or frame
+  due) -> frame sent to the caller. Reported as the histogram bucket bound that holds p99.
+- at the legs: late frames (gap between received frames > 40 ms), dropped frames (fewer
+  frames than real time allows), the largest gap; and the generator's own loop lag, because
+  an overloaded generator reports gaps that are its own.
+- gateway CPU (utime+stime from /proc/<pid>/stat, one core = 100 %) and RSS above the idle
+  process (VmRSS), per call.
+A level passes with p99 <= 10 ms in both directions and no late or dropped frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY_CORE, LOAD_CORE = "0", "1"
+CALLS_PER_GENERATOR = 75
+TARGET_P99_S = 0.010
+LEVELS = (25, 50, 100, 150, 200, 250, 300)
+QUICK_LEVELS = (10, 25)
+
+
+@dataclass
+class Level:
+    calls: int
+    connected: int
+    cpu_pct: float
+    rss_mb: float
+    rss_per_call_mb: float
+    p99_to_caller_ms: float
+    p99_to_model_ms: float
+    p99_loop_lag_ms: float
+    late: int
+    max_gap_ms: float
+    dropped: int
+    gateway_late: int
+    gen_lag_p99_ms: float
+    passed: bool
+
+
+def _pin(core: str) -> list[str]:
+    return ["taskset", "-c", core] if shutil.which("taskset") else []
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def _get(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        try:
+            _get(port, "/healthz")
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing answered on {port} within {timeout}s")
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on {port} within {timeout}s")
+
+
+def _histograms(text: str) -> dict[str, dict[float, float]]:
+    """to_caller / to_model / loop_lag -> {le: cumulative count}."""
+    out: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("callbridge_gateway_relay_latency_seconds",
+                               "callbridge_gateway_loop_lag_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                key = sample.labels.get("direction", "loop_lag")
+                out.setdefault(key, {})[le] = sample.value
+    return out
+
+
+def _counter(text: str, name: str) -> float:
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return 0.0
+
+
+def _p99(before: dict[float, float], after: dict[float, float]) -> float:
+    """Upper bound (seconds) of the bucket holding the 99th percentile of the window."""
+    bounds = sorted(after)
+    delta = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = delta[-1] if delta else 0.0
+    if total <= 0:
+        return float("nan")
+    for bound, cumulative in zip(bounds, delta, strict=True):
+        if cumulative >= 0.99 * total:
+            return bound
+    return math.inf
+
+
+def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
+    py = sys.executable
+    sim_port, gw_port = free_port(), free_port()
+    quiet = {**os.environ, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
+    sim = subprocess.Popen([*_pin(LOAD_CORE), py, "-m", "services.cli", "sim", "openai",
+                            "--port", str(sim_port), "--speed", "4", "--log-level", "WARNING"],
+                           cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL)
+    env = {**quiet, "REDIS_URL": redis_url, "OPENAI_API_KEY": "sk-sim",
+           "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{sim_port}/v1/realtime",
+           "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gw_port),
+           "GATEWAY_MAX_SESSIONS": str(calls + 10), "DRAIN_TIMEOUT_S": "2",
+           "IDLE_TIMEOUT_S": "30", "GATEWAY_ID": f"bench-{calls}"}
+    profile = ["-m", "cProfile", "-o", f"{args.profile}.{calls}"] if args.profile else []
+    gateway = subprocess.Popen([*_pin(GATEWAY_CORE), py, *profile, "-m", "services.cli",
+                                "gateway"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    generators: list[subprocess.Popen[bytes]] = []
+    try:
+        _wait_port(sim_port)
+        _wait_http(gw_port, gateway)
+        idle_rss = _rss_mb(gateway.pid)
+        start_at = time.time() + 2.0
+        n_gen = max(1, math.ceil(calls / CALLS_PER_GENERATOR))
+        for g in range(n_gen):
+            share = calls // n_gen + (1 if g < calls % n_gen else 0)
+            generators.append(subprocess.Popen(
+                [*_pin(LOAD_CORE), py, "-m", "bench.gateway.legs",
+                 "--url", f"ws://127.0.0.1:{gw_port}/media", "--redis", redis_url,
+                 "--calls", str(share), "--rate", str(args.rate), "--start-at", str(start_at),
+                 "--ramp", str(args.ramp), "--warmup", str(args.warmup),
+                 "--seconds", str(args.seconds), "--seed", str(g)],
+                cwd=ROOT, env=quiet, stdout=subprocess.PIPE))
+        window_start = start_at + args.ramp + args.warmup
+        time.sleep(max(0.0, window_start - time.time()))
+        metrics_before, cpu_before, t0 = _get(gw_port, "/metrics"), _cpu_seconds(gateway.pid), \
+            time.monotonic()
+        peak_rss = 0.0
+        end = time.monotonic() + args.seconds
+        while time.monotonic() < end:  # bounded by the window
+            peak_rss = max(peak_rss, _rss_mb(gateway.pid))
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        cpu_after, t1 = _cpu_seconds(gateway.pid), time.monotonic()
+        metrics_after = _get(gw_port, "/metrics")
+        results = []
+        for gen in generators:
+            out, _ = gen.communicate(timeout=120)
+            results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    finally:
+        for proc in (*generators, gateway, sim):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (*generators, gateway, sim):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+    before, after = _histograms(metrics_before), _histograms(metrics_after)
+    if args.verbose:
+        for direction, buckets in sorted(after.items()):
+            old = before.get(direction, {})
+            print(f"  {calls} calls, {direction}: " + ", ".join(
+                f"<={le * 1000:g}ms:{int(n - old.get(le, 0))}"
+                for le, n in sorted(buckets.items())),
+                file=sys.stderr)
+    p99_caller = _p99(before.get("to_caller", {}), after.get("to_caller", {}))
+    p99_model = _p99(before.get("to_model", {}), after.get("to_model", {}))
+    p99_lag = _p99(before.get("loop_lag", {}), after.get("loop_lag", {}))
+    connected = sum(int(r["calls"]) for r in results) - sum(int(r["closed_early"])
+                                                             for r in results)
+    late = sum(int(r["late"]) for r in results)
+    dropped = sum(int(r["dropped"]) for r in results)
+    gw_late = int(_counter(metrics_after, "callbridge_gateway_late_frames")
+                  - _counter(metrics_before, "callbridge_gateway_late_frames"))
+    cpu_pct = (cpu_after - cpu_before) / (t1 - t0) * 100.0
+    rss = peak_rss - idle_rss
+    passed = (connected == calls and late == 0 and dropped == 0
+              and p99_caller <= TARGET_P99_S and p99_model <= TARGET_P99_S)
+    return Level(calls, connected, round(cpu_pct, 1), round(peak_rss, 1),
+                 round(rss / max(1, calls), 3), p99_caller * 1000, p99_model * 1000, p99_lag * 1000,
+                 late,
+                 max(float(r["max_gap_ms"]) for r in results), dropped, gw_late,
+                 round(max(float(r["gen_lag_p99_ms"]) for r in results), 1), passed)
+
+
+def _fmt_ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"<={value:g}"
+
+
+def print_table(levels: list[Level], args: argparse.Namespace) -> None:
+    print(f"\nmedia gateway, {args.rate} Hz, {args.seconds:g} s measured per level; gateway on "
+          f"core {GATEWAY_CORE}, simulator + legs + Redis on core {LOAD_CORE}")
+    head = ("calls", "ok", "gw CPU %", "CPU %/call", "RSS MB", "MB/call", "p99 ->caller ms",
+            "p99 ->model ms", "gw lag p99 ms", "late", "max gap ms", "dropped", "gw late",
+            "gen lag p99 ms", "pass")
+    rows = [head] + [(
+        str(lv.calls), str(lv.connected), f"{lv.cpu_pct:.1f}",
+        f"{lv.cpu_pct / max(1, lv.calls):.3f}", f"{lv.rss_mb:.0f}", f"{lv.rss_per_call_mb:.3f}",
+        _fmt_ms(lv.p99_to_caller_ms), _fmt_ms(lv.p99_to_model_ms),
+        _fmt_ms(lv.p99_loop_lag_ms), str(lv.late),
+        f"{lv.max_gap_ms:.0f}", str(lv.dropped), str(lv.gateway_late),
+        f"{lv.gen_lag_p99_ms:.1f}", "yes" if lv.passed else "NO") for lv in levels]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    best = max((lv.calls for lv in levels if lv.passed), default=0)
+    cpu_per_call = [lv.cpu_pct / lv.calls for lv in levels if lv.calls >= 100] or \
+        [lv.cpu_pct / lv.calls for lv in levels]
+    by_cpu = 100.0 / (sum(cpu_per_call) / len(cpu_per_call)) if cpu_per_call else 0.0
+    print(f"\nlargest N with p99 <= 10 ms and no late/dropped frames: {best}")
+    print(f"calls per core by CPU (mean CPU per call at >= 100 calls): {by_cpu:.0f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two small levels, 5 s each")
+    parser.add_argument("--levels", help="comma-separated call counts (default 25..300)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured per level")
+    parser.add_argument("--ramp", type=float, default=4.0, help="seconds to connect all calls")
+    parser.add_argument("--warmup", type=float, default=3.0, help="after the ramp")
+    parser.add_argument("--rate", type=int, default=24000, help="media-stream sample rate")
+    parser.add_argument("--stop-after-fail", type=int, default=2,
+                        help="stop after this many failed levels in a row")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print the latency histograms of each level on stderr")
+    parser.add_argument("--profile", metavar="PATH",
+                        help="run the gateway under cProfile, writing PATH.<calls>")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.ramp, args.warmup = 5.0, 2.0, 2.0
+    levels = ([int(x) for x in args.levels.split(",")] if args.levels
+              else list(QUICK_LEVELS if args.quick else LEVELS))
+    results: list[Level] = []
+    fails = 0
+    with RedisServer(extra_args=["--maxclients", "10000"]) as r:
+        for calls in levels:
+            level = run_level(calls, args, r.url)
+            results.append(level)
+            if not args.json:
+                print(f"  {calls} calls: {'pass' if level.passed else 'FAIL'}", file=sys.stderr)
+            fails = 0 if level.passed else fails + 1
+            if fails >= args.stop_after_fail:
+                break
+    if args.json:
+        print(json.dumps([asdict(lv) for lv in results], indent=2))
+    else:
+        print_table(results, args)
+    return 0

@@ -1,0 +1,105 @@
+"""The container machinery, checked without a Docker engine (runs in every test run).
+
+What breaks only when the containers really run, caught early: a service left listening on
+127.0.0.1 inside its container (HAProxy could not reach it), an optional secret given an
+empty-string default (an empty WEBHOOK_HMAC_SECRET is "demand signatures", not "off"), an
+image compose.yaml or the Dockerfile needs that the air-gapped image script does not build,
+a compose file Debian's docker-compose 1.29 rejects, a shell script that does not parse.
+The real run is tests/test_containers_lb.py under .ci/containers.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from services.call_orchestrator.config import OrchestratorSettings
+from services.media_gateway.config import GatewaySettings
+from services.stack.topology import GATEWAY, INGRESS, ORCHESTRATOR, ROLES, Role
+from services.webhook_ingress.config import IngressSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SETTINGS: dict[str, type[BaseSettings]] = {
+    INGRESS.name: IngressSettings, ORCHESTRATOR.name: OrchestratorSettings,
+    GATEWAY.name: GatewaySettings,
+}
+SCRIPTS = [ROOT / "deploy" / "offline-images.sh", ROOT / "deploy" / "build-wheels.sh",
+           ROOT / ".ci" / "containers.sh"]
+
+
+def _env(role: Role) -> dict[str, Any]:
+    env: dict[str, Any] = COMPOSE["services"][role.name]["environment"]
+    return env
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_services_listen_on_all_interfaces_in_their_container(role: Role) -> None:
+    # INGRESS_PORT -> INGRESS_HOST, ORCHESTRATOR_METRICS_PORT -> ORCHESTRATOR_METRICS_HOST...
+    host_env = role.port_env.removesuffix("_PORT") + "_HOST"
+    assert host_env.lower() in SETTINGS[role.name].model_fields, host_env
+    assert _env(role).get(host_env) == "0.0.0.0", (
+        f"{role.name} binds 127.0.0.1 by default: compose.yaml must set {host_env}=0.0.0.0")
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_optional_settings_are_passed_through_not_emptied(role: Role) -> None:
+    fields = SETTINGS[role.name].model_fields
+    for name, value in _env(role).items():
+        field = fields[name.lower()]
+        if field.is_required() or field.default is not None:
+            continue
+        # `NAME:` (None) passes the shell's value through or leaves it unset; "" or
+        # "${NAME:-}" would set it to an empty string, which is not "unset".
+        assert value is None or (isinstance(value, str) and value
+                                 and not re.fullmatch(r"\$\{\w+:-\}", value)), (
+            f"{role.name}: {name}={value!r} sets an optional setting to ''; write `{name}:`")
+
+
+def _offline_tags() -> set[str]:
+    text = (ROOT / "deploy" / "offline-images.sh").read_text()
+    match = re.search(r"WANTED=\(([^)]+)\)\n", text)
+    assert match, "offline-images.sh's default image list not found"
+    return set(match.group(1).split())
+
+
+def test_offline_images_cover_every_base_image() -> None:
+    needed = set()
+    for service in COMPOSE["services"].values():
+        if service.get("profiles"):
+            continue  # optional profiles (observability) need a registry or a mirror
+        image = service.get("image", "")
+        if not image.startswith("callbridge:"):
+            needed.add(image)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    needed |= set(re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M))
+    assert needed and needed <= _offline_tags(), (needed, _offline_tags())
+
+
+@pytest.mark.parametrize("files", ["compose.yaml", "compose.yaml:deploy/compose.ci.yaml"])
+def test_debian_docker_compose_accepts_the_file(files: str) -> None:
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (CI: apt-get install docker-compose)")
+    env = {**os.environ, "COMPOSE_FILE": files}
+    for name in ("COMPOSE_PROJECT_NAME", "DOCKER_HOST"):
+        env.pop(name, None)
+    result = subprocess.run([binary, "--compatibility", "config", "--quiet"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_parse(script: Path) -> None:
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert os.access(script, os.X_OK), f"{script} is not executable"
