@@ -15,7 +15,9 @@ import orjson
 CONNECTED_EVENT = "websocket:connected"
 DTMF_EVENT = "websocket:dtmf"
 CLEAR_MESSAGE = orjson.dumps({"action": "clear"}).decode()
-SUPPORTED_RATES = (8000, 16000, 24000, 48000)
+#: Rates the gateway accepts: Infobip's media-stream configs allow 8000/16000/24000/32000
+#: (infobip-calls.md); 48000 too, as issue 5 asks, for other senders.
+SUPPORTED_RATES = frozenset({8000, 16000, 24000, 32000, 48000})
 FRAME_MS = 20
 
 _RATE = re.compile(r"rate\s*=\s*(\d+)", re.IGNORECASE)

@@ -26,8 +26,9 @@ class CommonSettings(BaseSettings):
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", description="Redis holding streams, jobs and call state."
     )
-    log_level: LogLevel = "INFO"
-    log_format: Literal["json", "text"] = "json"
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one object a line with call_id (production); text: for humans")
 
 
 class InfobipSettings(BaseSettings):
@@ -38,7 +39,7 @@ class InfobipSettings(BaseSettings):
     )
 
     infobip_base_url: str = Field(..., description="e.g. https://xxxxx.api.infobip.com")
-    infobip_api_key: SecretStr
+    infobip_api_key: SecretStr = Field(..., description="Calls API key (scope calls:manage)")
     infobip_media_stream_config_id: str = Field(
         ..., description="id of the WEBSOCKET_ENDPOINT media-stream config (callbridge setup)"
     )
@@ -51,9 +52,10 @@ class OpenAISettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
-    openai_api_key: SecretStr
-    openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
-    openai_model: str = "gpt-realtime"
+    openai_api_key: SecretStr = Field(..., description="sent as `Authorization: Bearer`")
+    openai_realtime_url: str = Field("wss://api.openai.com/v1/realtime",
+                                     description="GA Realtime WebSocket endpoint")
+    openai_model: str = Field("gpt-realtime", description="`?model=` of the Realtime URL")
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -145,7 +145,7 @@ async def stream_ids(client: aioredis.Redis, stream: str = redis_keys.EVENTS_STR
         entries = await client.xrange(stream, min=start, max="+", count=batch)
         if not entries:
             break
-        for entry_id, fields in entries:
+        for _entry_id, fields in entries:
             value = fields.get(b"call_id", b"")
             out.append(value.decode() if isinstance(value, bytes) else str(value))
         last = entries[-1][0]

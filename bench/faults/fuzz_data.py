@@ -9,7 +9,7 @@ huge, unicode, wrong types) — without running hypothesis inside the event loop
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bench.faults import fuzz_data
-from bench.faults.drive import issue_token, open_leg, post_raw, wait_for
+from bench.faults.drive import open_leg, post_raw, wait_for
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, webhook_headers
@@ -39,7 +38,6 @@ class FuzzModel:
     sent: int = 0
     connections: int = 0
     _server: Server | None = None
-    _cursor: itertools.cycle[int] | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self) -> str:
@@ -155,12 +153,11 @@ async def fuzz(ctx: Ctx, row: Row) -> None:
             call = await sim.place_call(CallScript(caller_wav=None, reply_timeout_s=0.5,
                                                    max_duration_s=30))
             await call.wait_finished(40)
-            late_leg, late_id = await open_leg(stack.redis_client, fz_url)
+            late_leg, _ = await open_leg(stack.redis_client, fz_url)
             late_ok = await wait_for(lambda: len(late_leg.frames) > 10, 5)
             for leg in [*legs, *fz_legs, late_leg]:
                 await leg.aclose()
             alive = stack.alive()
-            _ = (late_id, issue_token)
     finally:
         await fake.stop()
     row.calls = len(legs) + len(fz_legs) + 2

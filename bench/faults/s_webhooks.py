@@ -22,7 +22,7 @@ from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, decode
 from services.stack.processes import callbridge_argv
 from shared import redis_keys
-from simulators.infobip import InfobipSimulator, SimCall
+from simulators.infobip import CallScript, InfobipSimulator, SimCall
 
 
 async def _replay(stack: FaultStack, from_id: str, to_id: str) -> tuple[int, str]:
@@ -149,8 +149,8 @@ async def _any_dialog_request(stack: FaultStack) -> bool:
 
 
 async def storm(ctx: Ctx, row: Row) -> None:
-    n = ctx.size(10, 40)
-    storm_s = ctx.sizef(10, 30)
+    n = ctx.size(8, 40)
+    storm_s = ctx.sizef(7, 30)
     opts = FaultOptions(replicas={"ingress": 1, "orchestrator": 2, "gateway": 1})
     async with ctx.stack("storm", opts) as stack:
         sim = stack.infobip
@@ -159,7 +159,8 @@ async def storm(ctx: Ctx, row: Row) -> None:
         sim.faults.fail_ratio(0.5, statuses=(500, 502, 503, 429), retry_after=1.0,
                               duration_s=storm_s, seed=3, path_prefix="/calls/1/")
         row.faults = 1
-        calls = await place_calls(sim, n, lambda: script(max_duration_s=storm_s + 30),
+        calls = await place_calls(sim, n, lambda: CallScript(
+            caller_wav=None, reply_timeout_s=0.5, max_duration_s=storm_s + 30),
                                   rate=n / (storm_s * 0.8))
         unfinished = await finish_all(calls, storm_s + 45)
         dead = {decode(f.get(b"call_id", b"")): decode(f.get(b"error", b""))

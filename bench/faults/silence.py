@@ -15,6 +15,8 @@ Two measures (README.md, "Longest caller silence"):
 
 from __future__ import annotations
 
+import itertools
+
 from shared.infobip_media import FRAME_MS
 from shared.pcm import is_silent
 from simulators.infobip import MediaLeg
@@ -69,5 +71,5 @@ def first_audible_after(leg: MediaLeg, t: float) -> float | None:
 def max_frame_gap(leg: MediaLeg, start: float = 0.0, end: float = float("inf")) -> float:
     """Longest gap (ms) between consecutive received frames arriving inside [start, end]."""
     times = [t for t, _ in list(leg.frames) if start <= t <= end]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     return round(max(gaps, default=0.0) * 1000.0, 1)

@@ -78,6 +78,7 @@ class StreamConsumer:
         self._stopping = asyncio.Event()
         self.running = False
         self.handled = 0
+        self._acks: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         """Stop after the current batch (its entries are enqueued and acknowledged)."""
@@ -111,6 +112,7 @@ class StreamConsumer:
                         pass
                     backoff = min(5.0, backoff * 2)
         finally:
+            await self.flush_acks()
             self.running = False
 
     async def _catch_up(self) -> None:
@@ -167,9 +169,25 @@ class StreamConsumer:
         if not all(results):
             raise RedisError("enqueue failed for part of a batch; left pending")
         if ids:
-            await self.redis.xack(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, *ids)
+            # Acknowledge in the background so the next read starts now: the jobs are safely
+            # enqueued already; a lost XACK only leaves entries pending, which XAUTOCLAIM
+            # re-enqueues under the same job ids (a no-op).
+            task = asyncio.create_task(self._ack(ids))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
         self.handled += len(ids)
         return len(ids)
+
+    async def _ack(self, ids: list[Any]) -> None:
+        try:
+            await self.redis.xack(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, *ids)
+        except (RedisError, OSError) as exc:
+            log.warning("XACK of %d entries failed (%s); they will be reclaimed", len(ids), exc)
+
+    async def flush_acks(self) -> None:
+        """Wait for outstanding acknowledgements (shutdown)."""
+        if self._acks:
+            await asyncio.gather(*self._acks, return_exceptions=True)
 
     async def _enqueue(self, job_id: str, payload: dict[str, str]) -> bool:
         try:

@@ -44,15 +44,13 @@ from services.media_gateway.tools import ToolCall, ToolRegistry, ToolResult
 from shared import realtime_events as rt
 from shared.audio.playout import Playout
 from shared.audio.resampler import StreamResampler
-from shared.infobip_media import Connected, MediaProtocolError, parse_control
+from shared.infobip_media import SUPPORTED_RATES, Connected, MediaProtocolError, parse_control
 from shared.jobs import HANGUP_CALL, TRANSFER_CALL
 from shared.logging_setup import call_id_var
 from shared.profiles import AgentProfile, ProfileBook
 
 log = logging.getLogger(__name__)
 
-#: 32000 too: Infobip media-stream configs allow it (../shared/reference/infobip-calls.md).
-SUPPORTED_RATES = frozenset({8000, 16000, 24000, 32000, 48000})
 MODEL_RATE = rt.MODEL_RATE
 _HISTORY_LINES = 60
 
