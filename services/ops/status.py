@@ -32,7 +32,8 @@ async def collect_status(client: aioredis.Redis) -> dict[str, Any]:
                          "ready": bool(beat and beat.get("ready")),
                          "sessions": len(sessions),
                          "max_sessions": beat.get("max_sessions") if beat else None,
-                         "heartbeat_age_s": round(time.time() - float(beat["at"]), 1)
+                         # the gateway stamps its heartbeat in unix milliseconds
+                         "heartbeat_age_s": round((now_ms - float(beat["at"])) / 1000, 1)
                          if beat and "at" in beat else None})
         for call_id in sessions:
             rec = _decode(await client.hgetall(redis_keys.session_record(call_id)))
