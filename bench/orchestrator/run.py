@@ -87,12 +87,12 @@ async def scrape_dialog_latency(port: int) -> dict[str, float]:
         Path(os.environ["BENCH_METRICS_DUMP"]).write_text(text)
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
-        if line.startswith("orchestrator_webhook_to_dialog_seconds_bucket"):
+        if line.startswith("callbridge_orchestrator_webhook_to_dialog_seconds_bucket"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le),
                             float(line.rsplit(" ", 1)[1])))
     queued = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                 if line.startswith('orchestrator_local_starts_total{result="queued"}'))
+                 if line.startswith('callbridge_orchestrator_local_starts_total{result="queued"}'))
     total = buckets[-1][1] if buckets else 0.0
     share: dict[str, float] = {"jobs left to the queue poll": queued}
     for le, count in buckets:

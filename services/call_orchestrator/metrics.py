@@ -31,30 +31,30 @@ log = logging.getLogger("callbridge.orchestrator.metrics")
 
 REGISTRY = CollectorRegistry()
 
-JOBS = Counter("orchestrator_jobs_total", "Jobs finished, by job and outcome "
+JOBS = Counter("callbridge_orchestrator_jobs_total", "Jobs finished, by job and outcome "
                "(ok, noop, retry, dead_letter)", ["job", "outcome"], registry=REGISTRY)
-RETRIES = Counter("orchestrator_retries_total", "Retries scheduled, by job and reason",
+RETRIES = Counter("callbridge_orchestrator_retries_total", "Retries scheduled, by job and reason",
                   ["job", "reason"], registry=REGISTRY)
-EVENTS = Counter("orchestrator_events_total", "Stream entries handed to arq, by result "
+EVENTS = Counter("callbridge_orchestrator_events_total", "Stream entries handed to arq, by result "
                  "(enqueued, duplicate, invalid)", ["result"], registry=REGISTRY)
-LOCAL_STARTS = Counter("orchestrator_local_starts_total", "Jobs this process enqueued: "
+LOCAL_STARTS = Counter("callbridge_orchestrator_local_starts_total", "Jobs this process enqueued: "
                        "started at once (taken) or left to the queue poll (queued)",
                        ["result"], registry=REGISTRY)
 API_LATENCY = Histogram(
-    "orchestrator_calls_api_seconds", "Calls API request latency by endpoint and status",
+    "callbridge_orchestrator_calls_api_seconds", "Calls API request latency by endpoint and status",
     ["endpoint", "status"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 DIALOG_LATENCY = Histogram(
-    "orchestrator_webhook_to_dialog_seconds",
+    "callbridge_orchestrator_webhook_to_dialog_seconds",
     "Webhook received (ingress) to dialog request sent", registry=REGISTRY,
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
-STREAM_LAG = Gauge("orchestrator_stream_lag", "Entries in the events stream not yet "
+STREAM_LAG = Gauge("callbridge_orchestrator_stream_lag", "Entries in the events stream not yet "
                    "delivered to the consumer group (XINFO GROUPS lag)", registry=REGISTRY)
-STREAM_PENDING = Gauge("orchestrator_stream_pending", "Entries delivered but not yet "
+STREAM_PENDING = Gauge("callbridge_orchestrator_stream_pending", "Entries delivered but not yet "
                        "acknowledged (XINFO GROUPS pending)", registry=REGISTRY)
-DEAD_LETTERS = Gauge("orchestrator_dead_letters", "Entries in the dead-letter stream",
+DEAD_LETTERS = Gauge("callbridge_orchestrator_dead_letters", "Entries in the dead-letter stream",
                      registry=REGISTRY)
-GATEWAYS_LOST = Counter("orchestrator_gateway_sessions_lost_total",
+GATEWAYS_LOST = Counter("callbridge_orchestrator_gateway_sessions_lost_total",
                         "Calls of crashed gateways handed to hangup/transfer",
                         registry=REGISTRY)
 
