@@ -36,9 +36,9 @@ async def test_health_ready_metrics(redis_url: str) -> None:
         await wait_until(ready, what="ready")
         async with session.get(base + "/metrics") as resp:
             text = await resp.text()
-        for name in ("callbridge_orchestrator_jobs_total", "callbridge_orchestrator_calls_api_seconds",
-                     "callbridge_orchestrator_stream_lag", "callbridge_orchestrator_stream_pending",
-                     "callbridge_orchestrator_dead_letters", "callbridge_orchestrator_retries_total"):
+        for name in ("jobs_total", "calls_api_seconds", "stream_lag", "stream_pending",
+                     "dead_letters", "retries_total"):
+            name = f"callbridge_orchestrator_{name}"
             assert name in text
 
 
