@@ -36,10 +36,9 @@ async def test_health_ready_metrics(redis_url: str) -> None:
         await wait_until(ready, what="ready")
         async with session.get(base + "/metrics") as resp:
             text = await resp.text()
-        for name in ("jobs_total", "calls_api_seconds", "stream_lag", "stream_pending",
-                     "dead_letters", "retries_total"):
-            name = f"callbridge_orchestrator_{name}"
-            assert name in text
+        for suffix in ("jobs_total", "calls_api_seconds", "stream_lag", "stream_pending",
+                       "dead_letters", "retries_total"):
+            assert f"callbridge_orchestrator_{suffix}" in text
 
 
 async def test_sigterm_drains_and_exits(redis_url: str, redis_client: aioredis.Redis) -> None:
