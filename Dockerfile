@@ -1,8 +1,9 @@
 # One image for every callbridge service: `callbridge ingress|orchestrator|gateway|...`.
 #
 # Builder: installs the project into a virtualenv. With wheels pre-built in deploy/wheels
-# (the air-gapped path: deploy/build-wheels.sh), nothing is downloaded; otherwise pip
-# resolves from the index as usual. Dependencies are installed before the sources are
+# (the air-gapped path: deploy/build-wheels.sh writes them and requirements.txt), nothing is
+# downloaded; without wheels (a fresh clone: *.whl are not committed) pip resolves from the
+# index as usual. Dependencies are installed before the sources are
 # copied, so a code change rebuilds one small layer, not the dependency layer.
 # Final: the slim runtime, the virtualenv (without pip: nothing is installed at run time),
 # a non-root user; no compilers, no pip cache. Base images: the official ones, or on a
@@ -14,7 +15,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 COPY deploy/wheels ./deploy/wheels
 RUN python -m venv /opt/venv \
- && if [ -f deploy/wheels/requirements.txt ]; then \
+ && if ls deploy/wheels/*.whl >/dev/null 2>&1; then \
       /opt/venv/bin/pip install --no-index --find-links deploy/wheels \
         -r deploy/wheels/requirements.txt; \
     fi
@@ -23,7 +24,7 @@ COPY services ./services
 COPY shared ./shared
 COPY simulators ./simulators
 # Offline, the build backend (setuptools) comes from deploy/wheels too.
-RUN if [ -f deploy/wheels/requirements.txt ]; then \
+RUN if ls deploy/wheels/*.whl >/dev/null 2>&1; then \
       /opt/venv/bin/pip install --no-index --find-links deploy/wheels .; \
     else \
       /opt/venv/bin/pip install .; \

@@ -53,7 +53,7 @@ cp pyproject.toml "$TMP/pyproject.toml"
 key=$( { cat pyproject.toml "$TMP/constraints.txt"; docker image inspect -f '{{.Id}}' "$BASE_IMAGE"; } \
        | sha256sum | cut -c1-16)
 if [ -s "$OUT/.inputs-key" ] && [ "$(cat "$OUT/.inputs-key")" = "$key" ] \
-   && [ -s "$OUT/requirements.txt" ]; then
+   && [ -s "$OUT/requirements.txt" ] && ls "$OUT"/*.whl >/dev/null 2>&1; then
   log "up to date: $(find "$OUT" -name '*.whl' | wc -l) wheels in $OUT (inputs unchanged)"
   exit 0
 fi
