@@ -1,5 +1,6 @@
 """Redis for tests: REDIS_URL when set, else testcontainers' Redis when a Docker engine
-answers, else a private redis-server on a free port (our machines have no Docker engine).
+answers and holds the Redis image (CI starts one: `.ci/containers.sh engine`), else a
+private redis-server on a free port (what a machine without Docker gets).
 
 `redis_server` (session) is the server; `redis_url` gives each test a flushed database;
 `restartable_redis` is a private server a fault test may stop, kill and restart.
