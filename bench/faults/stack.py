@@ -1,9 +1,8 @@
 """A `LocalStack` for the fault suite: known secrets everywhere, webhook auth on, short timeouts.
 
-Why a subclass: every scenario must run with distinctive secret values (scenario 11 greps
-all logs of the run for them) and with HTTP Basic + HMAC on the webhook, the way production
-runs. `LocalStack` builds its simulators with fixed development keys, so this subclass only
-swaps the simulator construction (same order, same env names) and keeps everything else.
+Every scenario runs with distinctive secret values (scenario 11 greps all logs of the run
+for them) and with HTTP Basic + HMAC on the webhook, the way production runs; the subclass
+adds the conveniences scenarios share (an extra gateway outside the LB, a Redis client).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 
 from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
 from services.stack.runner import LocalStack, StackOptions
+from services.stack.simulated import SimulatorSettings
 from shared.redis_server import free_port
 from shared.webhook_signing import sign_headers
 
@@ -70,45 +70,18 @@ class FaultStack(LocalStack):
     """`LocalStack` with the suite's secrets and webhook authentication."""
 
     def __init__(self, opts: FaultOptions, log_dir: Path) -> None:
-        env = {**FAST_ENV, "WEBHOOK_BASIC_USER": BASIC_USER,
-               "WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD, "WEBHOOK_HMAC_SECRET": HMAC_SECRET,
-               **opts.env}
+        simulators = SimulatorSettings(
+            infobip_api_key=INFOBIP_KEY, openai_api_key=OPENAI_KEY,
+            webhook_basic=(BASIC_USER, BASIC_PASSWORD), webhook_hmac_secret=HMAC_SECRET,
+            model_speed=opts.model_speed, keep_sessions=opts.keep_sessions)
         super().__init__(StackOptions(
             replicas=dict(opts.replicas), load_balancer=opts.load_balancer,
-            appendfsync=opts.appendfsync, log_dir=log_dir, extra_env=env,
-            model_speed=opts.model_speed, sample_rate=opts.sample_rate))
+            appendfsync=opts.appendfsync, log_dir=log_dir, extra_env={**FAST_ENV, **opts.env},
+            simulators=simulators, sample_rate=opts.sample_rate))
         self.fault_opts = opts
-        self.sim_env: dict[str, str] = {}
         self._client: aioredis.Redis | None = None
 
-    async def _start_simulators(self) -> dict[str, str]:
-        from simulators.infobip import InfobipSimulator
-        from simulators.openai_realtime import RealtimeSimulator
-
-        self.openai = RealtimeSimulator(api_key=OPENAI_KEY, speed=self.options.model_speed,
-                                        keep_sessions=self.fault_opts.keep_sessions)
-        await self.openai.start()
-        self.infobip = InfobipSimulator(api_key=INFOBIP_KEY, webhook_url=self.webhook_url,
-                                        webhook_auth=(BASIC_USER, BASIC_PASSWORD),
-                                        webhook_hmac_secret=HMAC_SECRET.encode())
-        await self.infobip.start()
-        self.media_config_id = self.infobip.add_media_stream_config(
-            url=self.media_url, sample_rate=self.options.sample_rate)
-        self.sim_env = {
-            "INFOBIP_BASE_URL": self.infobip.base_url,
-            "INFOBIP_API_KEY": INFOBIP_KEY,
-            "INFOBIP_MEDIA_STREAM_CONFIG_ID": self.media_config_id,
-            "OPENAI_API_KEY": OPENAI_KEY,
-            "OPENAI_REALTIME_URL": self.openai.url,
-        }
-        return dict(self.sim_env)
-
     # Conveniences ------------------------------------------------------------------------
-    def service_env(self) -> dict[str, str]:
-        """The environment the stack's services got (to start one more process like them)."""
-        return {"REDIS_URL": self.redis_url, **self._service_env_defaults(), **self.sim_env,
-                **self.options.extra_env}
-
     async def start_gateway(self, name: str, extra: dict[str, str]) -> tuple[ManagedProcess,
                                                                              int]:
         """One more gateway process outside the LB (its own port and id)."""

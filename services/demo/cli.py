@@ -20,6 +20,11 @@ examples:
   callbridge demo                      one call, timeline on stdout
   callbridge demo --calls 5 --json     five calls at once, one JSON summary
   callbridge demo --lb --replicas 2    through HAProxy with two of each service
+  callbridge demo --target http://127.0.0.1:8000 --sim-host 172.17.0.1
+                                       calls against a running compose deployment: the
+                                       simulators listen on --sim-host (Docker's host
+                                       gateway, which the containers reach as
+                                       host.docker.internal) at :8070 and :8060
 
 Against the real platforms there is nothing to simulate: run `callbridge ingress`,
 `callbridge orchestrator` and `callbridge gateway` with real INFOBIP_* and OPENAI_*
@@ -41,6 +46,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--lb", action="store_true", help="route through HAProxy")
     parser.add_argument("--replicas", type=int, default=1, help="processes of each service")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
+    parser.add_argument("--target", metavar="URL",
+                        help="a running deployment's load balancer (e.g. compose.yaml's)")
+    parser.add_argument("--sim-host", default="127.0.0.1",
+                        help="with --target: address the simulators listen on")
+    parser.add_argument("--redis-url", help="with --target: the deployment's Redis, to read "
+                                            "session records and transcripts")
     parser.add_argument("--simulate", action="store_true", default=True,
                         help="use the simulators (the default; there is no live mode here)")
     parser.set_defaults(func=main)
@@ -60,9 +71,10 @@ def main(args: argparse.Namespace) -> int:
     if args.calls < 1:
         raise SystemExit("callbridge demo: --calls must be at least 1")
     opts = DemoOptions(calls=args.calls, caller_wav=args.caller_wav, out_dir=args.out,
-                       redis_url=os.environ.get("REDIS_URL") or None,
+                       redis_url=args.redis_url or os.environ.get("REDIS_URL") or None,
                        sample_rate=args.sample_rate, load_balancer=args.lb,
-                       replicas=args.replicas, quiet=args.json)
+                       replicas=args.replicas, quiet=args.json, target=args.target,
+                       sim_host=args.sim_host)
     try:
         reports = asyncio.run(run_demo(opts))
     except (RuntimeError, TimeoutError) as exc:

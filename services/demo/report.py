@@ -44,6 +44,7 @@ class CallReport:
     wav_path: str = ""
     transcript_path: str = ""
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,18 +58,25 @@ async def _stored_at(client: aioredis.Redis, call_id: str) -> float | None:
     return None
 
 
-async def build_report(call: SimCall, infobip: InfobipSimulator, client: aioredis.Redis,
-                       sample_rate: int, out_dir: Path) -> CallReport:
+async def build_report(call: SimCall, infobip: InfobipSimulator,
+                       client: aioredis.Redis | None, sample_rate: int,
+                       out_dir: Path) -> CallReport:
+    """Without Redis (a deployment whose Redis is not reachable from here) the report
+    rests on the simulators' records alone, and says so."""
     timeline: dict[str, float | None] = dict(call.timeline)
-    timeline["webhook_stored"] = await _stored_at(client, call.call_id)
+    timeline["webhook_stored"] = (await _stored_at(client, call.call_id)
+                                  if client is not None else None)
     origin = timeline.get("webhook_sent")
     timeline_ms = {key: (round((timeline[key] - origin) * 1000, 1)  # type: ignore[operator]
                          if origin is not None and timeline.get(key) is not None else None)
                    for key, _ in STEPS}
-    session = {k.decode(): v.decode() for k, v in
-               (await client.hgetall(redis_keys.session_record(call.call_id))).items()}
-    transcript = [(f[b"role"].decode(), f[b"text"].decode()) for _, f in
-                  await client.xrange(redis_keys.transcript_stream(call.call_id))]
+    session: dict[str, str] = {}
+    transcript: list[tuple[str, str]] = []
+    if client is not None:
+        session = {k.decode(): v.decode() for k, v in
+                   (await client.hgetall(redis_keys.session_record(call.call_id))).items()}
+        transcript = [(f[b"role"].decode(), f[b"text"].decode()) for _, f in
+                      await client.xrange(redis_keys.transcript_stream(call.call_id))]
     dialogs = sum(1 for r in infobip.dialog_requests
                   if (r.json or {}).get("parentCallId") == call.call_id)
     heard = call.received_pcm()
@@ -89,7 +97,9 @@ async def build_report(call: SimCall, infobip: InfobipSimulator, client: aioredi
         report.problems.append("the caller heard no agent audio")
     if call.end_reason != "caller_hangup":
         report.problems.append(f"call ended by {call.end_reason}, not by the caller hanging up")
-    if session.get("state") != "ended":
+    if client is None:
+        report.notes.append("no --redis-url: session record and transcript not read")
+    elif session.get("state") != "ended":
         report.problems.append(f"session record state is {session.get('state')!r}, not 'ended'")
     report.completed = not report.problems
     return report
@@ -115,6 +125,8 @@ def render_text(reports: list[CallReport]) -> str:
             lines.append(f"    {role:>6}: {text}")
         for problem in rep.problems:
             lines.append(f"  PROBLEM: {problem}")
+        for note in rep.notes:
+            lines.append(f"  note: {note}")
     done = sum(r.completed for r in reports)
     lines.append(f"\n{done}/{len(reports)} calls completed")
     return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""`callbridge demo`: the whole system on this machine, a few simulated calls, a report."""
+"""`callbridge demo`: simulated calls through callbridge, and a report of each.
+
+Two ways: the whole system started here (`LocalStack`), or `--target` an already running
+deployment (compose.yaml) whose orchestrators and gateways were configured for the
+simulators, which then run here and play Infobip and OpenAI for it.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,17 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
 from services.demo.report import CallReport, build_report
 from services.stack.runner import LocalStack, StackOptions
+from services.stack.simulated import DEMO_MEDIA_CONFIG_ID, SimulatorSettings, start_simulators
+from shared import redis_keys
+
+if TYPE_CHECKING:
+    from simulators.infobip import InfobipSimulator
 
 
 @dataclass
@@ -24,6 +35,9 @@ class DemoOptions:
     replicas: int = 1
     call_timeout_s: float = 90.0
     quiet: bool = False
+    target: str | None = None          # base URL of a running deployment's load balancer
+    sim_host: str = "127.0.0.1"        # where the simulators listen (--target mode)
+    sim_ports: tuple[int, int] = (8070, 8060)  # Infobip, OpenAI: compose.yaml's defaults
 
 
 def _say(opts: DemoOptions, text: str) -> None:
@@ -32,10 +46,8 @@ def _say(opts: DemoOptions, text: str) -> None:
 
 
 async def run_demo(opts: DemoOptions) -> list[CallReport]:
-    from simulators import ASSETS_DIR
-    from simulators.infobip import CallScript
-
-    caller_wav = opts.caller_wav or ASSETS_DIR / "caller_order_status.wav"
+    if opts.target:
+        return await _run_against_target(opts)
     stack_opts = StackOptions(
         replicas={"ingress": opts.replicas, "orchestrator": opts.replicas,
                   "gateway": opts.replicas},
@@ -46,27 +58,53 @@ async def run_demo(opts: DemoOptions) -> list[CallReport]:
         for what, where in stack.describe():
             _say(opts, f"  {what:<18} {where}")
         assert stack.infobip is not None
-        _say(opts, f"placing {opts.calls} call(s) with {caller_wav.name} ...")
-        calls = await asyncio.gather(*(stack.infobip.place_call(CallScript(caller_wav=caller_wav))
-                                       for _ in range(opts.calls)))
-        await asyncio.gather(*(call.wait_finished(timeout=opts.call_timeout_s)
-                               for call in calls))
-        _say(opts, "calls finished; collecting records ...")
-        client = aioredis.Redis.from_url(stack.redis_url)
-        try:
-            # The gateway writes its final session record when the media socket closes,
-            # which can trail the caller's hang-up by a moment: wait for it (bounded).
-            await _wait_sessions_ended(client, [c.call_id for c in calls], timeout=10)
-            return [await build_report(call, stack.infobip, client, opts.sample_rate,
-                                       opts.out_dir) for call in calls]
-        finally:
-            await client.aclose()
+        return await _place_and_report(opts, stack.infobip, stack.redis_url)
+
+
+async def _run_against_target(opts: DemoOptions) -> list[CallReport]:
+    assert opts.target is not None
+    base = opts.target.rstrip("/")
+    media = "ws" + base.removeprefix("http") + "/media"
+    # Fixed ports and config id: what compose.yaml's defaults point the services at.
+    infobip_port, openai_port = opts.sim_ports
+    settings = SimulatorSettings(host=opts.sim_host, infobip_port=infobip_port,
+                                 openai_port=openai_port, media_config_id=DEMO_MEDIA_CONFIG_ID)
+    simulated = await start_simulators(settings, base + "/webhook", media, opts.sample_rate)
+    _say(opts, f"simulators on {opts.sim_host} (Infobip :{infobip_port}, OpenAI "
+               f":{openai_port}); calls go to {base}/webhook, media to {media}")
+    try:
+        return await _place_and_report(opts, simulated.infobip, opts.redis_url)
+    finally:
+        await simulated.stop()
+
+
+async def _place_and_report(opts: DemoOptions, infobip: InfobipSimulator,
+                            redis_url: str | None) -> list[CallReport]:
+    from simulators import ASSETS_DIR
+    from simulators.infobip import CallScript
+
+    caller_wav = opts.caller_wav or ASSETS_DIR / "caller_order_status.wav"
+    _say(opts, f"placing {opts.calls} call(s) with {caller_wav.name} ...")
+    calls = await asyncio.gather(*(infobip.place_call(CallScript(caller_wav=caller_wav))
+                                   for _ in range(opts.calls)))
+    await asyncio.gather(*(call.wait_finished(timeout=opts.call_timeout_s) for call in calls))
+    _say(opts, "calls finished; collecting records ...")
+    if not redis_url:
+        return [await build_report(call, infobip, None, opts.sample_rate, opts.out_dir)
+                for call in calls]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        # The gateway writes its final session record when the media socket closes,
+        # which can trail the caller's hang-up by a moment: wait for it (bounded).
+        await _wait_sessions_ended(client, [c.call_id for c in calls], timeout=10)
+        return [await build_report(call, infobip, client, opts.sample_rate, opts.out_dir)
+                for call in calls]
+    finally:
+        await client.aclose()
 
 
 async def _wait_sessions_ended(client: aioredis.Redis, call_ids: list[str],
                                timeout: float) -> None:
-    from shared import redis_keys
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:

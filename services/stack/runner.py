@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from services.stack import haproxy
 from services.stack.processes import ManagedProcess, ProcessSpec, Supervisor
+from services.stack.simulated import Simulated, SimulatorSettings, start_simulators
 from services.stack.topology import (
     GATEWAY,
     INGRESS,
@@ -35,9 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIM_INFOBIP_KEY = "sim-infobip-key"
-SIM_OPENAI_KEY = "sk-sim-openai"
-
 
 @dataclass
 class StackOptions:
@@ -51,7 +49,7 @@ class StackOptions:
     fixed_ports: bool = False             # topology default ports (8080, 8090, 8000, ...)
     log_dir: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    model_speed: float = 4.0              # simulated model's audio speed vs real time
+    simulators: SimulatorSettings = field(default_factory=SimulatorSettings)
 
 
 class LocalStack:
@@ -64,10 +62,8 @@ class LocalStack:
         self.supervisor = Supervisor(self.log_dir)
         self.redis: RedisServer | None = None
         self.redis_url = options.redis_url or ""
-        self.infobip: InfobipSimulator | None = None
-        self.openai: RealtimeSimulator | None = None
+        self.simulated: Simulated | None = None
         self.haproxy: ManagedProcess | None = None
-        self.media_config_id = ""
 
     # Public URLs -----------------------------------------------------------------------
     def replicas(self, role_name: str) -> list[Replica]:
@@ -84,6 +80,25 @@ class LocalStack:
         if self.options.load_balancer:
             return f"ws://127.0.0.1:{self.lb_port}{GATEWAY.lb_path}"
         return f"ws://127.0.0.1:{self.replicas('gateway')[0].port}{GATEWAY.lb_path}"
+
+    @property
+    def infobip(self) -> InfobipSimulator | None:
+        return self.simulated.infobip if self.simulated else None
+
+    @property
+    def openai(self) -> RealtimeSimulator | None:
+        return self.simulated.openai if self.simulated else None
+
+    @property
+    def media_config_id(self) -> str:
+        return self.simulated.media_config_id if self.simulated else ""
+
+    def service_env(self) -> dict[str, str]:
+        """The environment every service process gets (to start one more like them)."""
+        env = {"REDIS_URL": self.redis_url, **self._service_env_defaults()}
+        if self.simulated is not None:
+            env.update(self.simulated.env)
+        return {**env, **self.options.extra_env}
 
     def process(self, name: str) -> ManagedProcess:
         return self.supervisor.get(name)
@@ -103,34 +118,16 @@ class LocalStack:
             (self.log_dir / "redis").mkdir(exist_ok=True)
             self.redis.start()
             self.redis_url = self.redis.url
-        env = {"REDIS_URL": self.redis_url, **self._service_env_defaults()}
         if self.options.simulate:
-            env.update(await self._start_simulators())
-        env.update(self.options.extra_env)
-        await self.supervisor.start_all(process_specs(self.plan, env))
+            self.simulated = await start_simulators(
+                self.options.simulators, self.webhook_url, self.media_url,
+                self.options.sample_rate)
+        await self.supervisor.start_all(process_specs(self.plan, self.service_env()))
         if self.options.load_balancer:
             await self._start_haproxy()
 
     def _service_env_defaults(self) -> dict[str, str]:
         return {"LOG_FORMAT": "json", "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
-
-    async def _start_simulators(self) -> dict[str, str]:
-        from simulators.infobip import InfobipSimulator
-        from simulators.openai_realtime import RealtimeSimulator
-
-        self.openai = RealtimeSimulator(api_key=SIM_OPENAI_KEY, speed=self.options.model_speed)
-        await self.openai.start()
-        self.infobip = InfobipSimulator(api_key=SIM_INFOBIP_KEY, webhook_url=self.webhook_url)
-        await self.infobip.start()
-        self.media_config_id = self.infobip.add_media_stream_config(
-            url=self.media_url, sample_rate=self.options.sample_rate)
-        return {
-            "INFOBIP_BASE_URL": self.infobip.base_url,
-            "INFOBIP_API_KEY": SIM_INFOBIP_KEY,
-            "INFOBIP_MEDIA_STREAM_CONFIG_ID": self.media_config_id,
-            "OPENAI_API_KEY": SIM_OPENAI_KEY,
-            "OPENAI_REALTIME_URL": self.openai.url,
-        }
 
     async def _start_haproxy(self) -> None:
         binary = haproxy.haproxy_binary()
@@ -146,10 +143,8 @@ class LocalStack:
 
     async def stop(self) -> None:
         await self.supervisor.stop_all()
-        if self.infobip is not None:
-            await self.infobip.stop()
-        if self.openai is not None:
-            await self.openai.stop()
+        if self.simulated is not None:
+            await self.simulated.stop()
         if self.redis is not None:
             self.redis.stop()
 

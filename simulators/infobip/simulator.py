@@ -108,14 +108,17 @@ class InfobipSimulator:
         return self._poster.records
 
     def add_media_stream_config(self, url: str, sample_rate: int | str = 8000,
-                                name: str | None = None) -> str:
-        """Same as `POST /calls/1/media-stream-configs`; returns the new config's id."""
+                                name: str | None = None, config_id: str | None = None) -> str:
+        """Same as `POST /calls/1/media-stream-configs`; returns the new config's id.
+
+        `config_id` fixes the id (the real API assigns one): a deployment whose orchestrators
+        were configured beforehand (compose.yaml's default) can then be demoed against."""
         result = validate_config({"type": "WEBSOCKET_ENDPOINT", "url": url,
                                   "name": name or f"callbridge {url}",
                                   "sampleRate": str(sample_rate)})
         if isinstance(result, dict):
             raise ValueError(f"invalid media-stream config: {result}")
-        result.id = new_config_id()
+        result.id = config_id or new_config_id()
         self.media_stream_configs[result.id] = result
         return result.id
 

@@ -1,0 +1,82 @@
+"""The simulated Infobip account and OpenAI Realtime, started the one way every caller
+(`LocalStack`, `callbridge demo --target`, the fault suite) needs them.
+
+Returns the service environment that points the orchestrator and the gateway at them, so
+the keys, URLs and media-stream config id cannot disagree between the two sides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simulators.infobip import InfobipSimulator
+    from simulators.openai_realtime import RealtimeSimulator
+
+SIM_INFOBIP_KEY = "sim-infobip-key"
+SIM_OPENAI_KEY = "sk-sim-openai"
+#: Config id `demo --target` creates; compose.yaml's default for the orchestrators.
+DEMO_MEDIA_CONFIG_ID = "callbridge-demo"
+
+
+@dataclass
+class SimulatorSettings:
+    host: str = "127.0.0.1"            # 0.0.0.0 when containers must reach them
+    infobip_port: int = 0
+    openai_port: int = 0
+    infobip_api_key: str = SIM_INFOBIP_KEY
+    openai_api_key: str = SIM_OPENAI_KEY
+    webhook_basic: tuple[str, str] | None = None   # what the Infobip subscription sends
+    webhook_hmac_secret: str | None = None
+    model_speed: float = 4.0
+    keep_sessions: int | None = None   # bound the Realtime simulator's records (long runs)
+    media_config_id: str | None = None  # fixed id (deployments configured beforehand)
+
+
+@dataclass
+class Simulated:
+    infobip: InfobipSimulator
+    openai: RealtimeSimulator
+    media_config_id: str
+    env: dict[str, str]
+
+    async def stop(self) -> None:
+        await self.infobip.stop()
+        await self.openai.stop()
+
+
+async def start_simulators(settings: SimulatorSettings, webhook_url: str, media_url: str,
+                           sample_rate: int) -> Simulated:
+    from simulators.infobip import InfobipSimulator
+    from simulators.openai_realtime import RealtimeSimulator
+
+    openai = RealtimeSimulator(host=settings.host, port=settings.openai_port,
+                               api_key=settings.openai_api_key, speed=settings.model_speed,
+                               keep_sessions=settings.keep_sessions)
+    await openai.start()
+    infobip = InfobipSimulator(
+        host=settings.host, port=settings.infobip_port, api_key=settings.infobip_api_key,
+        webhook_url=webhook_url, webhook_auth=settings.webhook_basic,
+        webhook_hmac_secret=(settings.webhook_hmac_secret.encode()
+                             if settings.webhook_hmac_secret else None))
+    try:
+        await infobip.start()
+        config_id = infobip.add_media_stream_config(url=media_url, sample_rate=sample_rate,
+                                                    config_id=settings.media_config_id)
+    except BaseException:
+        await openai.stop()
+        await infobip.stop()
+        raise
+    env = {
+        "INFOBIP_BASE_URL": infobip.base_url,
+        "INFOBIP_API_KEY": settings.infobip_api_key,
+        "INFOBIP_MEDIA_STREAM_CONFIG_ID": config_id,
+        "OPENAI_API_KEY": settings.openai_api_key,
+        "OPENAI_REALTIME_URL": openai.url,
+    }
+    if settings.webhook_basic:
+        env["WEBHOOK_BASIC_USER"], env["WEBHOOK_BASIC_PASSWORD"] = settings.webhook_basic
+    if settings.webhook_hmac_secret:
+        env["WEBHOOK_HMAC_SECRET"] = settings.webhook_hmac_secret
+    return Simulated(infobip, openai, config_id, env)
