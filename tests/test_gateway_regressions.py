@@ -3,16 +3,43 @@
 which `relay.on_model_event` does not catch, so the session's model task fails and the call
 is closed with 1011 — although the relay promises "Never raises: a bad event is logged and
 skipped" (services/media_gateway/relay.py, `_on_audio_delta` / the except tuple of
-`on_model_event`)."""
+`on_model_event`).
+
+Regression (fault suite scenario 9, gateway RSS +73 kB per call): an ended `MediaSession`
+must be freed by reference counting alone. Parts of it referring back to it (a closure over
+`self`, a bound method, an exception chain that holds asyncio's Timeout and so the task)
+made each call a reference cycle that only the cyclic GC frees, and in the gateway process
+full collections almost never run: the calls' soxr filters and socket buffers piled up."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import weakref
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
+from websockets.asyncio.client import connect
 
 from services.media_gateway import relay
+from services.media_gateway.server import Gateway
+from services.media_gateway.session import MediaSession
+from shared.audio.resampler import StreamResampler
+from shared.infobip_media import build_connected
+from shared.profiles import AgentProfile, ProfileBook
+
+pytest.register_assert_rewrite("tests.gateway_fixtures")
+pytest_plugins = ["tests.gateway_fixtures"]  # rt_sim, make_gateway, open_leg
+
+from tests.gateway_fixtures import (  # noqa: E402
+    GatewayFactory,
+    LegFactory,
+    issue_token,
+    new_call_id,
+    wait_until,
+)
 
 
 class _Barge:
@@ -28,3 +55,65 @@ def test_non_ascii_audio_delta_is_skipped_not_raised() -> None:
     raw = orjson.dumps({"type": "response.output_audio.delta", "response_id": "resp_1",
                         "item_id": "item_1", "delta": "AAAA\u00e9AAA"})
     relay.on_model_event(session, raw, 0.0)  # must not raise
+
+
+# Ended sessions are freed without the cyclic GC ---------------------------------------------
+
+_CALLS = 3
+
+
+async def _started_session(gw: Gateway) -> weakref.ref[MediaSession]:
+    """A weak reference to the gateway's one live session, once it is relaying."""
+    session = await wait_until(
+        lambda: next((s for s in gw.sessions if hasattr(s, "sender")), None), timeout=15,
+        what="a started session")
+    return weakref.ref(session)
+
+
+async def _idle_call(gw: Gateway, redis_client: Any) -> weakref.ref[MediaSession]:
+    """Connected, then no audio: the gateway ends the call (idle timeout, grace 0)."""
+    call_id = new_call_id()
+    token = await issue_token(redis_client, call_id)
+    async with connect(gw.url, compression=None) as ws:
+        await ws.send(build_connected(16000, {"cbToken": token, "cbCallId": call_id}))
+        ref = await _started_session(gw)
+        async with asyncio.timeout(15):
+            async for _ in ws:  # frames from the gateway until it closes
+                pass
+    return ref
+
+
+@pytest.mark.parametrize("ending", ["caller_after_greeting", "caller_before_any_audio",
+                                    "gateway_idle_timeout"])
+async def test_ended_sessions_are_freed_without_the_cyclic_gc(
+        ending: str, make_gateway: GatewayFactory, open_leg: LegFactory,
+        redis_client: Any) -> None:
+    quiet = ProfileBook(profiles={"quiet": AgentProfile(greeting=None)})  # never speaks first
+    gw = await make_gateway(profiles=quiet, idle_timeout_s=1.0)
+    refs: list[weakref.ref[MediaSession]] = []
+    gc.collect()
+    gc.disable()  # what is not freed by refcount now stays: the assertion sees every cycle
+    try:
+        for _ in range(_CALLS):
+            if ending == "gateway_idle_timeout":
+                refs.append(await _idle_call(gw, redis_client))
+            else:
+                before_audio = ending == "caller_before_any_audio"
+                leg = await open_leg(gw, 16000, profile="quiet" if before_audio else "default")
+                refs.append(await _started_session(gw))
+                if not before_audio:
+                    assert await leg.wait_agent_audio(timeout=15)
+                await leg.hangup()
+            await wait_until(lambda: not gw.sessions, timeout=15, what="the session ended")
+        alive = sum(1 for ref in refs if ref() is not None)
+        assert alive == 0, f"{alive} of {len(refs)} ended sessions are only freed by the GC"
+    finally:
+        gc.enable()
+
+
+def test_closed_resampler_frees_its_filter_and_emits_nothing() -> None:
+    rs = StreamResampler(16000, 24000)
+    rs.process(bytes(640))
+    rs.close()
+    assert rs.process(bytes(640)) == b"" and rs.flush() == b"" and rs.delay_ms == 0.0
+    assert not rs.passthrough

@@ -60,6 +60,7 @@ def register(sub: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     import asyncio
     import os
+    import sys
 
     import orjson
 
@@ -75,8 +76,14 @@ def main(args: argparse.Namespace) -> int:
                        sample_rate=args.sample_rate, load_balancer=args.lb,
                        replicas=args.replicas, quiet=args.json, target=args.target,
                        sim_host=args.sim_host)
+    from services.stack.signals import cancel_on_signals
+
     try:
-        reports = asyncio.run(run_demo(opts))
+        reports = asyncio.run(cancel_on_signals(run_demo(opts)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("callbridge demo: interrupted; everything it started was stopped",
+              file=sys.stderr)
+        return 130
     except (RuntimeError, TimeoutError) as exc:
         raise SystemExit(f"callbridge demo failed: {exc}") from None
     completed = bool(reports) and all(r.completed for r in reports)

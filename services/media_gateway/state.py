@@ -92,7 +92,9 @@ class StateStore:
         self._closing = False
         self.healthy = True
         self.lines_dropped = 0
-        self.jobs_enqueued: list[str] = []  # job ids arq accepted (tests, status)
+        # Job ids arq accepted, the latest few (tests, debugging): bounded, since a
+        # gateway lives for weeks and enqueues a job for every call it ends itself.
+        self.jobs_enqueued: deque[str] = deque(maxlen=1000)
         self._claims: list[tuple[str, str, asyncio.Future[tuple[Any, Any]]]] = []
         self._claim_task: asyncio.Task[None] | None = None
 

@@ -71,10 +71,12 @@ def main(args: argparse.Namespace) -> int:
             print("Ctrl-C to stop.")
             await asyncio.Event().wait()
 
+    from services.stack.signals import cancel_on_signals
+
     try:
-        asyncio.run(run())
-    except KeyboardInterrupt:
-        print("\nstopped.")
+        asyncio.run(cancel_on_signals(run()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\nstopped: every process was sent SIGTERM and has exited.")
     except (RuntimeError, TimeoutError) as exc:
         raise SystemExit(f"callbridge stack failed: {exc}") from None
     return 0

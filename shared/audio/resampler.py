@@ -27,12 +27,13 @@ _EMPTY = np.zeros(0, dtype=np.int16)
 class StreamResampler:
     """int16 little-endian mono bytes in, same out, at `out_rate`."""
 
-    __slots__ = ("_stream", "in_rate", "out_rate", "quality")
+    __slots__ = ("_closed", "_stream", "in_rate", "out_rate", "quality")
 
     def __init__(self, in_rate: int, out_rate: int, quality: Quality = "HQ") -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.quality = quality
+        self._closed = False
         self._stream = (
             None if in_rate == out_rate
             else soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
@@ -40,7 +41,7 @@ class StreamResampler:
 
     @property
     def passthrough(self) -> bool:
-        return self._stream is None
+        return self._stream is None and not self._closed
 
     def process(self, pcm: bytes) -> bytes:
         """Resample one chunk. A trailing odd byte (a malformed frame) is dropped, never an
@@ -48,7 +49,7 @@ class StreamResampler:
         if len(pcm) & 1:
             pcm = pcm[:-1]
         if self._stream is None:
-            return pcm
+            return b"" if self._closed else pcm
         if not pcm:
             return b""
         out = self._stream.resample_chunk(np.frombuffer(pcm, dtype="<i2"))
@@ -61,6 +62,13 @@ class StreamResampler:
         out = self._stream.resample_chunk(_EMPTY, last=True)
         self._stream.clear()
         return out.tobytes() if out.size else b""
+
+    def close(self) -> None:
+        """Free the filter's native buffers now (end of call); later chunks come out empty.
+        Why: soxr memory is invisible to the GC's accounting, so an ended call's resampler
+        must not wait for its owner to be collected."""
+        self._stream = None
+        self._closed = True
 
     def reset(self) -> None:
         """Forget buffered audio (barge-in: what is inside belongs to a cancelled item)."""
