@@ -45,7 +45,9 @@ class RedisServer:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self._own_dir = data_dir is None
-        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="callbridge-redis-"))
+        # Absolute: redis-server chdirs into --dir before opening --logfile, so a relative
+        # path would be resolved twice and the server would exit at start-up.
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="callbridge-redis-")).resolve()
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
 

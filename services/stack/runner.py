@@ -55,7 +55,8 @@ class StackOptions:
 class LocalStack:
     def __init__(self, options: StackOptions) -> None:
         self.options = options
-        self.log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="callbridge-stack-"))
+        self.log_dir = (options.log_dir or Path(tempfile.mkdtemp(prefix="callbridge-stack-"))
+                        ).resolve()
         self.plan: list[Replica] = plan_local(options.replicas, options.fixed_ports)
         self.lb_port = LB_PORT if options.fixed_ports else free_port()
         self.lb_stats_port = LB_STATS_PORT if options.fixed_ports else free_port()

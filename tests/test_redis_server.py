@@ -1,0 +1,33 @@
+"""The private redis-server the demo, the stack and the tests start."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.redis_server import RedisServer
+
+
+def test_starts_with_a_relative_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `callbridge demo`'s default output folder is relative (./demo-out).
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("out/redis")
+    with RedisServer(appendonly=True, data_dir="out/redis") as server:
+        assert redis.Redis.from_url(server.url).ping()
+    assert (tmp_path / "out" / "redis" / "redis.log").exists()
+
+
+def test_acknowledged_writes_survive_sigkill_with_aof_always(tmp_path: Path) -> None:
+    server = RedisServer(appendonly=True, appendfsync="always", data_dir=str(tmp_path))
+    server.start()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.xadd("s", {"k": "v"})
+        server.kill()
+        server.start()
+        assert client.xlen("s") == 1
+    finally:
+        server.close()
