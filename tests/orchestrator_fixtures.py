@@ -22,6 +22,7 @@ from services.call_orchestrator.config import OrchestratorSettings
 from services.call_orchestrator.service import Orchestrator
 from shared import redis_keys
 from shared.infobip_events import CallsEvent
+from simulators.infobip import CallScript, InfobipSimulator
 
 
 async def wait_until(cond: Callable[[], Any] | Callable[[], Awaitable[Any]],
@@ -123,3 +124,25 @@ def dialog_posts(sim: Any, call_id: str) -> list[Any]:
 
 def created(sim: Any, call_id: str) -> list[Any]:
     return [r for r in dialog_posts(sim, call_id) if r.status == 201]
+
+
+@asynccontextmanager
+async def sim_stack(redis_url: str) -> AsyncIterator[dict[str, Any]]:
+    """A simulated Infobip account posting to a stand-in ingress, with a media-stream config
+    (whose socket nobody serves: these tests bridge calls without a gateway)."""
+    ingress = StreamIngress(redis_url)
+    await ingress.start()
+    sim = InfobipSimulator(webhook_url=ingress.url)
+    await sim.start()
+    cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
+    try:
+        yield {"sim": sim, "ingress": ingress, "cfg": cfg,
+               "settings": orch_settings(redis_url, sim.base_url, cfg)}
+    finally:
+        await sim.stop()
+        await ingress.stop()
+
+
+def quiet_call(hangup_after_s: float = 20.0) -> CallScript:
+    """A caller whose WEBSOCKET dialog connects without a gateway, and who stays a while."""
+    return CallScript(connect_to_media=False, hangup_after_s=hangup_after_s, caller_wav=None)

@@ -12,13 +12,12 @@ import redis.asyncio as aioredis
 
 from services.call_orchestrator import call_record
 from shared import redis_keys
-from simulators.infobip import CallScript, InfobipSimulator
 from tests.orchestrator_fixtures import (
-    StreamIngress,
     created,
     dialog_posts,
-    orch_settings,
+    quiet_call,
     running,
+    sim_stack,
     wait_until,
 )
 
@@ -27,22 +26,9 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def stack(redis_url: str) -> AsyncIterator[dict[str, Any]]:
-    ingress = StreamIngress(redis_url)
-    await ingress.start()
-    sim = InfobipSimulator(webhook_url=ingress.url)
-    await sim.start()
-    cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
-    try:
-        yield {"sim": sim, "ingress": ingress, "cfg": cfg,
-               "settings": orch_settings(redis_url, sim.base_url, cfg)}
-    finally:
-        await sim.stop()
-        await ingress.stop()
+    async with sim_stack(redis_url) as parts:
+        yield parts
 
-
-def quiet_call() -> CallScript:
-    """A caller whose WEBSOCKET dialog connects without a gateway, and who stays a while."""
-    return CallScript(connect_to_media=False, hangup_after_s=20.0, caller_wav=None)
 
 
 async def dead_letters(redis: aioredis.Redis) -> list[dict[str, str]]:

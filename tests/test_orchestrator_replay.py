@@ -20,13 +20,12 @@ from services.call_orchestrator.replay_cli import (
     run_replay,
 )
 from shared import redis_keys
-from simulators.infobip import CallScript, InfobipSimulator
 from tests.orchestrator_fixtures import (
-    StreamIngress,
     created,
     dialog_posts,
-    orch_settings,
+    quiet_call,
     running,
+    sim_stack,
     wait_until,
 )
 
@@ -35,23 +34,13 @@ pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture
 async def stack(redis_url: str) -> AsyncIterator[dict[str, Any]]:
-    ingress = StreamIngress(redis_url)
-    await ingress.start()
-    sim = InfobipSimulator(webhook_url=ingress.url)
-    await sim.start()
-    cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
-    pool = await create_pool(RedisSettings.from_dsn(redis_url))
-    try:
-        yield {"sim": sim, "ingress": ingress, "cfg": cfg, "pool": pool,
-               "settings": orch_settings(redis_url, sim.base_url, cfg)}
-    finally:
-        await pool.aclose()
-        await sim.stop()
-        await ingress.stop()
+    async with sim_stack(redis_url) as parts:
+        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        try:
+            yield {**parts, "pool": pool}
+        finally:
+            await pool.aclose()
 
-
-def quiet_call() -> CallScript:
-    return CallScript(connect_to_media=False, hangup_after_s=30.0, caller_wav=None)
 
 
 def replay_args(**kw: Any) -> argparse.Namespace:
@@ -75,7 +64,7 @@ async def test_replay_range_dry_run_then_real(stack: dict[str, Any], capsys: Any
                                               redis_client: aioredis.Redis) -> None:
     sim, pool = stack["sim"], stack["pool"]
     async with running(stack["settings"]):
-        calls = [await sim.place_call(quiet_call()) for _ in range(3)]
+        calls = [await sim.place_call(quiet_call(30.0)) for _ in range(3)]
         for call in calls:
             await wait_until(lambda c=call: created(sim, c.call_id), what="bridged")
         await wait_until(lambda: idle(redis_client), what="idle")
@@ -113,7 +102,7 @@ async def test_forced_replay_rebridges_one_call(stack: dict[str, Any],
                                                 redis_client: aioredis.Redis) -> None:
     sim, pool = stack["sim"], stack["pool"]
     async with running(stack["settings"]):
-        call = await sim.place_call(quiet_call())
+        call = await sim.place_call(quiet_call(30.0))
         await wait_until(lambda: created(sim, call.call_id), what="bridged")
         await wait_until(lambda: idle(redis_client), what="idle")
         assert await run_replay(pool, replay_args(call_id=call.call_id,
@@ -128,7 +117,7 @@ async def test_two_orchestrators_one_dialog_per_call(stack: dict[str, Any],
     import aiohttp
 
     async with running(stack["settings"], "orch-a"), running(stack["settings"], "orch-b"):
-        calls = [await sim.place_call(quiet_call()) for _ in range(8)]
+        calls = [await sim.place_call(quiet_call(30.0)) for _ in range(8)]
         async with aiohttp.ClientSession() as session:
             for call in calls:  # each CALL_RECEIVED delivered twice more
                 body = orjson.dumps(call.events_of("CALL_RECEIVED")[0])
@@ -147,7 +136,7 @@ async def test_dead_letters_list_replay_purge(stack: dict[str, Any], capsys: Any
     sim, pool = stack["sim"], stack["pool"]
     sim.faults.fail_next(1, status=400)
     async with running(stack["settings"]):
-        call = await sim.place_call(quiet_call())
+        call = await sim.place_call(quiet_call(30.0))
         await wait_until(lambda: redis_client.xlen(redis_keys.DEAD_LETTER_STREAM),
                          what="dead letter")
         capsys.readouterr()
