@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -46,15 +47,28 @@ def test_idle_stream_sends_silence_at_real_time() -> None:
     assert p.late_frames == 0  # ...but the receiver never runs dry
 
 
-def test_first_frame_of_a_burst_leaves_at_once() -> None:
+def test_first_frame_of_a_burst_takes_the_next_grid_slot() -> None:
     p = Playout(RATE)
-    _run(p, 0.0, 0.5)  # steady silence: the receiver holds one tick at most
-    now = 0.5031  # audio arrives between two ticks
+    _run(p, 0.0, 0.5)  # steady silence on the grid 0, 20, 40 ... 500 ms
+    now = 0.5031  # audio arrives between two slots
     assert p.push(_speech(10), "item_a") is True
-    assert p.next_due() <= now
-    frame = p.pop_frame(now)
+    # The silence frame sent at 500 ms sounds until 525 ms: sending now would not be heard
+    # sooner, and would leave a two-frame hole at the receiver when the burst ends.
+    assert now < p.next_due() <= 0.520
+    assert p.pop_frame(now) is None
+    frame = p.pop_frame(0.520)
     assert frame is not None and not is_silent(frame)
-    assert p.lead(now) <= 0.020 + 0.005 + 1e-9 + 0.020
+    assert p.lead(0.520) <= 0.020 + 0.005 + 1e-9
+
+
+def test_first_frame_of_a_call_leaves_at_once() -> None:
+    p = Playout(RATE)
+    assert p.push(_speech(3), "item_a") is True
+    assert p.next_due() == float("-inf")
+    frame = p.pop_frame(0.0031)
+    assert frame is not None and not is_silent(frame)
+    assert p.pop_frame(0.0031) is None  # the grid starts here: next slot 20 ms later
+    assert p.next_due() == pytest.approx(0.0231, abs=1e-5)
 
 
 def test_audio_is_paced_and_accounted_per_item() -> None:
@@ -118,9 +132,72 @@ def test_late_pacer_is_counted() -> None:
     p = Playout(RATE)
     p.push(_speech(10), "a")
     assert p.pop_frame(0.0) is not None
-    assert p.pop_frame(0.0) is not None
-    assert p.pop_frame(0.2) is not None  # 160 ms after the receiver ran dry
+    assert p.pop_frame(0.02) is not None
+    assert p.pop_frame(0.2) is not None  # 155 ms after the receiver ran dry
     assert p.late_frames == 1 and p.underruns == 1
+
+
+# Regression (bench.gateway at 25 calls on a quiet box: ~1 gap of 40-45 ms per call per 15 s
+# at the legs, LATE_GAP_MS is 40): audio was sent a frame + a tick ahead and filler a tick
+# ahead, so every end of an item and every barge-in clear left two frame periods + tick jitter
+# between two frames. One fixed grid per call now carries audio and filler alike.
+
+
+def _jittery_run(p: Playout, start: float, until: float, actions: dict[int, str],
+                 seed: int) -> list[tuple[float, bool]]:
+    """The hub's 5 ms ticks with up to 2 ms of wake-up lag; `actions` by tick index."""
+    rng = random.Random(seed)
+    sent: list[tuple[float, bool]] = []
+    for i in range(int((until - start) / 0.005) + 1):
+        now = start + i * 0.005 + rng.uniform(0.0, 0.002)
+        act = actions.get(i)
+        if act == "speak":
+            p.push(_speech(rng.randint(3, 30)) + b"\x10\x27" * rng.randint(1, FB // 2 - 1), "it")
+            p.pad_item()
+        elif act == "clear":
+            p.clear()
+        elif act == "hold":
+            p.set_filler(hold_sound(RATE, gap_ms=100))
+        elif act == "unhold":
+            p.set_filler(None)
+        for _ in range(4):
+            frame = p.pop_frame(now)
+            if frame is None:
+                break
+            sent.append((now, not is_silent(frame)))
+    return sent
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grid_is_unbroken_across_bursts_clears_and_filler(seed: int) -> None:
+    p = Playout(RATE)
+    rng = random.Random(seed)
+    actions: dict[int, str] = {}
+    for i in range(40, 1900, 97):  # ~ every half second, at every phase of the grid
+        actions[i + rng.randint(0, 3)] = "speak"
+        actions[i + rng.randint(20, 60)] = rng.choice(["clear", "speak", "hold", "unhold"])
+    sent = _jittery_run(p, 0.0, 10.0, actions, seed)
+    assert sum(1 for _, voiced in sent if voiced) > 100  # bursts and filler both ran
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(sent)]
+    assert max(gaps) <= 0.020 + 0.005 + 0.002 + 1e-9  # one slot + tick + lag, never two
+    # ...and the grid never moved: frame k leaves within a tick + lag of slot k.
+    t0 = sent[0][0]
+    assert all(0 <= t - (t0 + 0.020 * k) <= 0.007 + 1e-6 for k, (t, _) in enumerate(sent))
+    assert p.late_frames == 0
+
+
+def test_a_late_pacer_catches_up_on_the_same_grid() -> None:
+    p = Playout(RATE)
+    p.push(_speech(20), "a")
+    assert p.pop_frame(0.0) is not None  # grid: 0, 20, 40 ... ms
+    assert p.pop_frame(0.02) is not None
+    sent = _run(p, 0.085, 0.2)  # the loop stalled from 20 to 85 ms
+    # 40, 60 and 80 were due: sent back to back, then 100, 120 ... on the same grid.
+    assert [round(t, 3) for t, _ in sent[:5]] == [0.085, 0.085, 0.085, 0.1, 0.12]
+    assert p.late_frames == 1 and p.underruns == 1  # one gap heard, counted once
+    sent = _run(p, 0.4, 0.5)  # a stall longer than MAX_CATCHUP_S starts a new grid
+    assert [round(t, 3) for t, _ in sent[:3]] == [0.4, 0.42, 0.44]
+    assert p.late_frames == 2
 
 
 @pytest.mark.parametrize(

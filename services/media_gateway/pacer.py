@@ -4,8 +4,11 @@ One `PacerHub` task per process wakes every 5 ms and serves the calls whose next
 due, instead of one sleeping task per call: at hundreds of calls that is the difference
 between hundreds of timer wake-ups per tick and one (../shared/perf-notes.md, "Relaying
 audio": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of delay).
-The pacing rule itself is the pure `shared.audio.playout.Playout`; a burst's first frame is
-sent at once by `Sender.kick`, from the task that received the model's audio.
+The pacing rule itself is the pure `shared.audio.playout.Playout`: one fixed 20 ms grid per
+call from its first frame, which a burst of agent audio joins at its next slot (`Sender.kick`,
+from the task that received the model's audio, sends at once only when a slot is already
+due, e.g. the call's first frame). Hub ticks are only when the grid is looked at: a tick that
+wakes late catches up the frames that came due, it never moves the call's grid.
 
 Frames are written synchronously through the connection's Sans-I/O protocol
 (`protocol.send_binary` + `send_data`), so sending never awaits: no coroutine per frame and
@@ -93,7 +96,7 @@ class Sender:
             waiter.set()
 
     def kick(self, now: float, received_at: float) -> None:
-        """Audio arrived: send the burst's first frame now instead of at the next tick."""
+        """Audio arrived: send it now if its grid slot is already due, else the hub will."""
         self._ready_t = received_at
         self.due = self.playout.next_due()
         if self.due <= now:

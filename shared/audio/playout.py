@@ -3,16 +3,23 @@
 Pure: no sockets, no clock of its own. The gateway asks `next_due()` when to look again and
 calls `pop_frame(now)` with its own clock, so tests drive time by hand.
 
-Pacing rule (../shared/perf-notes.md, "Relaying audio": a fixed ticker adds up to a frame of
-delay, so send the first frame of a burst at once and time the rest from it). We track the
-*playhead*: the time at which the receiver will have played everything sent so far
-(`playhead = max(playhead, now) + 20 ms` per frame). Agent audio may be sent while the
-receiver holds at most one frame plus one pacer tick, so a burst's first frame leaves at once
-(and a second right behind it, a 20 ms cushion against event-loop lag); filler (silence or
-the hold sound) is sent only when the receiver is about to run dry. The stream is steady
-(Infobip may drop a silent socket: ../shared/reference/infobip-calls.md), never drifts ahead
-(the lead returns to one tick in every pause), and what is "sent but not yet heard" is always
-known: `lead(now)`, which barge-in subtracts when it truncates the agent's item.
+Pacing rule: one fixed 20 ms grid per call, from its first frame. Every frame, agent audio
+or filler (silence or the hold sound), is sent one pacer tick before its slot on the
+receiver's timeline, and each send advances the grid by exactly one frame: never re-anchored
+to "now" at a transition. Agent audio and filler used to be sent with different leads
+(a frame + a tick for audio, a tick for filler), so the end of every agent item and every
+barge-in clear left a gap of two frames plus tick jitter between two frames at the
+receiver (measured: 40-45 ms at the legs of `bench.gateway`, above Infobip's 40 ms
+tolerance). A burst's first frame takes the next slot: the filler frame before it is
+still sounding until then, so sending it earlier would not be heard any sooner
+(../shared/perf-notes.md, "Relaying audio": send the first frame of a burst at once and
+time the rest from it; with filler the grid never stops, so "at once" applies at call
+start). A pacer that wakes late sends the frames that came due back to back (catch-up) and
+keeps the grid; only a stall longer than `MAX_CATCHUP_S`, which the caller has heard in full
+anyway, starts a new grid rather than flooding the receiver. The stream is steady (Infobip
+may drop a silent socket: ../shared/reference/infobip-calls.md), never drifts ahead (the
+lead is at most a frame and a tick), and what is "sent but not yet heard" is always known:
+`lead(now)`, which barge-in subtracts when it truncates the agent's item.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ FRAME_MS = 20
 BYTES_PER_SAMPLE = 2
 #: How many per-item counters to keep: barge-in only ever looks at the current item.
 _ITEMS_KEPT = 8
+#: A stall longer than this (the receiver already heard it) starts a new grid; shorter ones
+#: are caught up by sending the due frames back to back.
+MAX_CATCHUP_S = 0.1
+#: Float slack when comparing a clock reading with a slot built by repeated additions.
+_EPS = 1e-6
 
 
 def frame_bytes(rate: int, frame_ms: int = FRAME_MS) -> int:
@@ -50,11 +62,11 @@ class Playout:
         self.frame_bytes = frame_bytes(rate, frame_ms)
         self.bytes_per_ms = rate * BYTES_PER_SAMPLE / 1000.0
         self._frame_s = frame_ms / 1000.0
-        self._audio_lead = (frame_ms + tick_ms) / 1000.0
-        self._fill_lead = tick_ms / 1000.0
+        self._send_lead = tick_ms / 1000.0  # a frame leaves this long before its slot
         self._buf = bytearray()
         self._segments: deque[_Segment] = deque()  # queue order
-        self._playhead: float | None = None
+        self._playhead: float | None = None  # the grid: where the next frame will play
+        self._catching_up = False
         self._silence = bytes(self.frame_bytes)
         self._filler: bytes | None = None
         self._filler_pos = 0
@@ -124,25 +136,26 @@ class Playout:
         """When `pop_frame` will next return a frame (loop time); -inf before the first."""
         if self._playhead is None:
             return float("-inf")
-        if len(self._buf) >= self.frame_bytes:
-            return self._playhead - self._audio_lead
-        return self._playhead - self._fill_lead
+        return self._playhead - self._send_lead - _EPS
 
     def pop_frame(self, now: float) -> bytes | None:
-        """The frame to send at `now`, or None if nothing is due yet."""
+        """The frame to send at `now` (the next grid slot's), or None if none is due yet."""
         head = self._playhead
         has_audio = len(self._buf) >= self.frame_bytes
-        if head is not None:
-            ahead = head - now
-            if ahead > (self._audio_lead if has_audio else self._fill_lead):
+        if head is None:
+            head = now + self._send_lead  # the grid starts at the call's first frame
+        else:
+            if now < head - self._send_lead - _EPS:
                 return None
-            if ahead < -0.002:  # the receiver ran dry: it heard a gap
+            behind = now - head
+            late = behind > 0.002  # the receiver ran dry: it heard a gap
+            if late and not self._catching_up:  # one gap, however many frames catch it up
                 self.late_frames += 1
                 if has_audio and self.last_was_audio:
                     self.underruns += 1
-            head = max(head, now)
-        else:
-            head = now
+            self._catching_up = late
+            if behind > MAX_CATCHUP_S:
+                head = now + self._send_lead
         self._playhead = head + self._frame_s
         self.frames_sent += 1
         if has_audio:
