@@ -48,19 +48,6 @@ async def issue_token(redis: aioredis.Redis, call_id: str, profile: str = "defau
     return token
 
 
-async def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll a cheap in-memory predicate (bounded); for Redis use `wait_redis`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for _ in range(int(timeout / 0.01) + 1):
-        value = pred()
-        if value:
-            return value
-        if loop.time() >= deadline:
-            break
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}")
-
 
 async def wait_redis(fetch: Callable[[], Awaitable[Any]], pred: Callable[[Any], bool],
                      timeout: float = 10.0, what: str = "") -> Any:

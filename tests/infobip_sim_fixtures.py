@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +30,6 @@ def tone(ms: int, rate: int, amplitude: int = 8000) -> bytes:
     t = np.arange(rate * ms // 1000) / rate
     return (np.sin(2 * np.pi * 440 * t) * amplitude).astype("<i2").tobytes()
 
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll a condition the simulator exposes no event for; bounded."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 # --- in-test webhook receiver (stands in for the ingress) ----------------------------------

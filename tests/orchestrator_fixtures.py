@@ -8,9 +8,8 @@ tests depend on the orchestrator and the Infobip simulator alone.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,22 +22,6 @@ from services.call_orchestrator.service import Orchestrator
 from shared import redis_keys
 from shared.infobip_events import CallsEvent
 from simulators.infobip import CallScript, InfobipSimulator
-
-
-async def wait_until(cond: Callable[[], Any] | Callable[[], Awaitable[Any]],
-                     timeout: float = 10.0, interval: float = 0.02,
-                     what: str = "condition") -> Any:
-    """Poll `cond` (sync or async) until truthy; bounded in time. Returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 class StreamIngress:

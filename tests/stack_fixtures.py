@@ -7,20 +7,10 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a cheap in-memory predicate until true; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def lb_server_status(stats_port: int, backend: str, server: str) -> str:

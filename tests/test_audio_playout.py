@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from shared.audio.playout import AgentItem, Playout, frame_bytes, truncate_point
+from shared.audio.playout import AgentItem, Playout, truncate_point
 from shared.audio.tones import hold_sound, notice_tone
+from shared.infobip_media import frame_bytes
 from shared.pcm import is_silent, rms
 
 RATE = 8000

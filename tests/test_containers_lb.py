@@ -36,7 +36,8 @@ from shared import redis_keys
 from simulators import ASSETS_DIR
 from simulators.infobip import CallScript, InfobipSimulator, SimCall
 from simulators.openai_realtime import RealtimeSimulator
-from tests.stack_fixtures import WebhookLoad, wait_until
+from tests.stack_fixtures import WebhookLoad
+from tests.waiting import wait_until
 
 pytestmark = [
     pytest.mark.e2e,

@@ -23,8 +23,8 @@ from tests.gateway_fixtures import (  # noqa: E402
     GatewayFactory,
     LegFactory,
     caller_speech,
-    wait_until,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 
 async def test_caller_interrupts_the_agent(make_gateway: GatewayFactory, open_leg: LegFactory,

@@ -33,8 +33,8 @@ from tests.gateway_fixtures import (  # noqa: E402
     issue_token,
     new_call_id,
     wait_redis,
-    wait_until,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

@@ -23,8 +23,8 @@ from tests.gateway_fixtures import (  # noqa: E402
     GatewayFactory,
     LegFactory,
     wait_redis,
-    wait_until,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 HOLD_LIMIT_MS = 1500
 

@@ -38,8 +38,8 @@ from tests.gateway_fixtures import (  # noqa: E402
     LegFactory,
     issue_token,
     new_call_id,
-    wait_until,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 
 class _Barge:

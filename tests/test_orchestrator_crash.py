@@ -18,8 +18,8 @@ from tests.orchestrator_fixtures import (
     dialog_posts,
     orch_settings,
     running,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ import redis.asyncio as aioredis
 from services.call_orchestrator import call_record
 from shared import redis_keys
 from simulators.infobip import CallScript, InfobipSimulator
-from tests.orchestrator_fixtures import StreamIngress, created, orch_settings, running, wait_until
+from tests.orchestrator_fixtures import StreamIngress, created, orch_settings, running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

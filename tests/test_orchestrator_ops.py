@@ -16,7 +16,8 @@ import redis.asyncio as aioredis
 from services.call_orchestrator.__main__ import main as orch_main
 from shared import redis_keys
 from shared.redis_server import free_port
-from tests.orchestrator_fixtures import orch_settings, running, wait_until
+from tests.orchestrator_fixtures import orch_settings, running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,8 @@ from tests.orchestrator_fixtures import (
     quiet_call,
     running,
     sim_stack,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 

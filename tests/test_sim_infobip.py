@@ -27,8 +27,8 @@ from tests.infobip_sim_fixtures import (
     check_envelopes,
     create_dialog,
     tone,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from services.stack.runner import LocalStack, StackOptions
 from shared import redis_keys
 from simulators import ASSETS_DIR
 from simulators.infobip import CallScript, SimCall
-from tests.stack_fixtures import WebhookLoad, wait_lb_status, wait_until
+from tests.stack_fixtures import WebhookLoad, wait_lb_status
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-FRAME_MS = 20
+from shared.infobip_media import FRAME_MS, frame_bytes
+
 BYTES_PER_SAMPLE = 2
 #: How many per-item counters to keep: barge-in only ever looks at the current item.
 _ITEMS_KEPT = 8
@@ -36,11 +37,6 @@ _ITEMS_KEPT = 8
 MAX_CATCHUP_S = 0.1
 #: Float slack when comparing a clock reading with a slot built by repeated additions.
 _EPS = 1e-6
-
-
-def frame_bytes(rate: int, frame_ms: int = FRAME_MS) -> int:
-    """16-bit mono bytes in one frame (960 at 24 kHz / 20 ms)."""
-    return rate * frame_ms // 1000 * BYTES_PER_SAMPLE
 
 
 class _Segment:
