@@ -40,8 +40,8 @@ def validate_config(body: dict[str, Any]) -> MediaStreamConfig | dict[str, list[
     return config
 
 
-async def create_config(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+def _config_in(request: web.Request) -> MediaStreamConfig | web.Response:
+    """The request body as a valid config, or the 400 to answer (create and update alike)."""
     body, error = json_object(request)
     if error is not None:
         return error
@@ -49,6 +49,14 @@ async def create_config(request: web.Request) -> web.Response:
     result = validate_config(body)
     if isinstance(result, dict):
         return bad_request("invalid media-stream config", result)
+    return result
+
+
+async def create_config(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    result = _config_in(request)
+    if isinstance(result, web.Response):
+        return result
     result.id = new_config_id()
     sim.media_stream_configs[result.id] = result
     return web.json_response(result.to_wire(), status=201)
@@ -97,13 +105,9 @@ async def update_config(request: web.Request) -> web.Response:
     config_id = request.match_info["config_id"]
     if config_id not in sim.media_stream_configs:
         return not_found("media-stream config", config_id)
-    body, error = json_object(request)
-    if error is not None:
-        return error
-    assert body is not None
-    result = validate_config(body)
-    if isinstance(result, dict):
-        return bad_request("invalid media-stream config", result)
+    result = _config_in(request)
+    if isinstance(result, web.Response):
+        return result
     result.id = config_id
     sim.media_stream_configs[config_id] = result
     return web.json_response(result.to_wire())

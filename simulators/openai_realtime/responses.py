@@ -137,6 +137,30 @@ class ActiveResponse:
                                         "cached_tokens": 0},
                 "output_token_details": {"text_tokens": text, "audio_tokens": audio}}
 
+    async def _open_item(self, item: ConvItem, body: dict[str, Any],
+                         output_index: int) -> str | None:
+        """Add an output item to the conversation and announce it, as the server does:
+        `response.output_item.added`, then `conversation.item.added`. Returns the
+        previous item's id, which the closing events repeat."""
+        item.body = body
+        previous = self.host.add_item(item)
+        await self.host.emit(event("response.output_item.added", response_id=self.id,
+                                   output_index=output_index, item=body))
+        await self.host.emit(event("conversation.item.added", previous_item_id=previous,
+                                   item=body))
+        return previous
+
+    async def _close_item(self, item: ConvItem, body: dict[str, Any], output_index: int,
+                          previous: str | None) -> None:
+        """The item in its final form: `conversation.item.done`, then
+        `response.output_item.done`."""
+        item.body = body
+        self.output.append(body)
+        await self.host.emit(event("conversation.item.done", previous_item_id=previous,
+                                   item=body))
+        await self.host.emit(event("response.output_item.done", response_id=self.id,
+                                   output_index=output_index, item=body))
+
     async def _message_item(self, output_index: int) -> None:
         if self.cancel_reason is not None:
             return
@@ -146,11 +170,7 @@ class ActiveResponse:
         self.record.item_ids.append(item.id)
         body: dict[str, Any] = {"id": item.id, "object": "realtime.item", "type": "message",
                                 "status": "in_progress", "role": "assistant", "content": []}
-        item.body = body
-        previous = self.host.add_item(item)
-        await emit(event("response.output_item.added", response_id=self.id,
-                         output_index=output_index, item=body))
-        await emit(event("conversation.item.added", previous_item_id=previous, item=body))
+        previous = await self._open_item(item, body, output_index)
         ids = {"response_id": self.id, "item_id": item.id, "output_index": output_index,
                "content_index": 0}
         part_type = "text" if self.text_only else "audio"
@@ -184,11 +204,7 @@ class ActiveResponse:
         await emit(event("response.content_part.done", **ids, part=part))
         body = {**body, "status": "incomplete" if self.cancel_reason else "completed",
                 "content": [content]}
-        item.body = body
-        self.output.append(body)
-        await emit(event("conversation.item.done", previous_item_id=previous, item=body))
-        await emit(event("response.output_item.done", response_id=self.id,
-                         output_index=output_index, item=body))
+        await self._close_item(item, body, output_index, previous)
 
     async def _stream_audio(self, item: ConvItem, ids: dict[str, Any]) -> int:
         """Send the deltas, paced; returns the clip's total bytes."""
@@ -234,22 +250,14 @@ class ActiveResponse:
         body: dict[str, Any] = {"id": item.id, "object": "realtime.item",
                                 "type": "function_call", "status": "in_progress",
                                 "name": name, "call_id": call_id, "arguments": ""}
-        item.body = body
-        previous = self.host.add_item(item)
-        await emit(event("response.output_item.added", response_id=self.id,
-                         output_index=output_index, item=body))
-        await emit(event("conversation.item.added", previous_item_id=previous, item=body))
+        previous = await self._open_item(item, body, output_index)
         ids = {"response_id": self.id, "item_id": item.id, "output_index": output_index,
                "call_id": call_id}
         await emit(event("response.function_call_arguments.delta", **ids, delta=arguments))
         await emit(event("response.function_call_arguments.done", **ids, name=name,
                          arguments=arguments))
         body = {**body, "status": "completed", "arguments": arguments}
-        item.body = body
-        self.output.append(body)
-        await emit(event("conversation.item.done", previous_item_id=previous, item=body))
-        await emit(event("response.output_item.done", response_id=self.id,
-                         output_index=output_index, item=body))
+        await self._close_item(item, body, output_index, previous)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
