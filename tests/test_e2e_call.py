@@ -19,6 +19,7 @@ from shared import redis_keys
 from shared.pcm import is_silent, rms
 from simulators import ASSETS_DIR
 from simulators.infobip import CallScript
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -70,14 +71,12 @@ async def test_one_call_end_to_end(redis_url: str, tmp_path: Path) -> None:
 
 
 async def _wait_record_ended(client: aioredis.Redis, call_id: str) -> dict[bytes, bytes]:
-    import asyncio
-
-    for _ in range(200):  # bounded: 10 s
+    async def ended() -> dict[bytes, bytes] | None:
         record = await client.hgetall(redis_keys.session_record(call_id))
-        if record.get(b"state") == b"ended":
-            return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"session record never ended: {record!r}")
+        return record if record.get(b"state") == b"ended" else None
+
+    result: dict[bytes, bytes] = await wait_until(ended, 10, "the session record to end")
+    return result
 
 
 def test_demo_command_reports_completed_json(redis_url: str, tmp_path: Path) -> None:
