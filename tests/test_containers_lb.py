@@ -206,6 +206,12 @@ async def test_containers_calls_drain_ingress_kill_and_redis_restart() -> None:
         first = await place(sim, 10)
         await wait_until(lambda: all(c.timeline.get("first_agent_audio") for c in first),
                          90, "the first 10 calls to hear the agent")
+
+        # Session records are written asynchronously (audio never waits for Redis).
+        async def placed() -> bool:
+            return all([await gateway_of(client, c.call_id) for c in first])
+
+        await wait_until(placed, 10, "every session record to name its gateway")
         before = {c.call_id: await gateway_of(client, c.call_id) for c in first}
         serving = {container_of(g) for g in before.values()}
         say(f"10 calls hear the agent, over gateway containers {sorted(serving)}")

@@ -48,6 +48,12 @@ async def test_twenty_calls_drain_and_ingress_kill_through_haproxy(tmp_path: Pat
                                     for _ in range(10)]
             await wait_until(lambda: all(c.timeline.get("first_agent_audio") for c in first),
                              60, "the first 10 calls to hear the agent")
+
+            # Session records are written asynchronously (audio never waits for Redis).
+            async def placed() -> bool:
+                return all([await _gateway_of(client, c.call_id) for c in first])
+
+            await wait_until(placed, 10, "every session record to name its gateway")
             before = {c.call_id: await _gateway_of(client, c.call_id) for c in first}
             assert set(before.values()) == {"gateway-1", "gateway-2"}, before
 
