@@ -118,8 +118,14 @@ def register(subparsers: Any) -> None:
 
 def _run(main: Coroutine[Any, Any, None]) -> int:
     """Run until Ctrl-C or SIGTERM (a supervisor's stop), then shut down cleanly."""
+    try:
+        import uvloop  # the simulators drive hundreds of sockets in bench/: much cheaper
+    except ImportError:
+        runner = asyncio.run
+    else:
+        runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_until_signalled(main))
+        runner(_until_signalled(main))
     return 0
 
 

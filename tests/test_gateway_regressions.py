@@ -117,3 +117,41 @@ def test_closed_resampler_frees_its_filter_and_emits_nothing() -> None:
     rs.close()
     assert rs.process(bytes(640)) == b"" and rs.flush() == b"" and rs.delay_ms == 0.0
     assert not rs.passthrough
+
+
+async def test_state_flush_in_slices_writes_every_record_member_and_line(
+        redis_url: str) -> None:
+    """Session records are written in slices of `_RECORDS_PER_PIPELINE` (one pipeline of
+    every call's counters stalled the event loop for several ms at hundreds of calls); all
+    of them, plus the gateway's member set and transcript lines, must still land."""
+    import redis.asyncio as aioredis
+
+    from services.media_gateway import state
+    from shared import redis_keys
+
+    calls = [f"slice-{i}" for i in range(3 * state._RECORDS_PER_PIPELINE + 5)]
+    store = state.StateStore(state.connect_redis(redis_url), "gw-slices", 500,
+                             lambda: state.Heartbeat(sessions=0, ready=True, counters={}))
+    for i, call_id in enumerate(calls):
+        store.update(call_id, frames_in=i, state="streaming")
+        store.add_member(call_id)
+        store.transcript(call_id, "agent", f"line {i}")
+    store.start()
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        members_key = redis_keys.gateway_sessions("gw-slices")
+        await wait_until(lambda: _count(r.scard(members_key), len(calls)),
+                         what="every call in the gateway's session set")
+        for i, call_id in enumerate(calls):
+            record = await r.hgetall(redis_keys.session_record(call_id))
+            assert record[b"frames_in"] == str(i).encode()
+            assert await r.ttl(redis_keys.session_record(call_id)) > 0
+            lines = await r.xrange(redis_keys.transcript_stream(call_id))
+            assert [entry[b"text"] for _, entry in lines] == [f"line {i}".encode()]
+    finally:
+        await store.close()
+        await r.aclose()
+
+
+async def _count(pending: Any, expected: int) -> bool:
+    return int(await pending) == expected

@@ -3,6 +3,7 @@
     python -m bench.gateway                  # levels 25..300, 15 s measured per level
     python -m bench.gateway --quick          # two small levels, ~1 minute
     python -m bench.gateway --levels 100,250 --seconds 20 --rate 24000 --json
+    python -m bench.gateway.calibrate        # only the machine's cost of one frame send
 
 Layout on a 2-core box (as /work/shared/perf-notes.md, "Relaying audio"): the gateway alone
 on core 0 (`taskset -c 0`); the OpenAI simulator (replies at 4x real time), a private
@@ -39,6 +40,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.gateway import calibrate
 from shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,9 +251,11 @@ def _fmt_ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"<={value:g}"
 
 
-def print_table(levels: list[Level], args: argparse.Namespace) -> None:
+def print_table(levels: list[Level], args: argparse.Namespace,
+                send_cost: calibrate.SendCost) -> None:
     print(f"\nmedia gateway, {args.rate} Hz, {args.seconds:g} s measured per level; gateway on "
           f"core {GATEWAY_CORE}, simulator + legs + Redis on core {LOAD_CORE}")
+    print(f"machine: {send_cost.describe()}")
     head = ("calls", "ok", "gw CPU %", "CPU %/call", "RSS MB", "MB/call", "p99 ->caller ms",
             "p99 ->model ms", "gw lag p99 ms", "runq wait %", "late", "max gap ms", "dropped",
             "gw late", "gen lag p99 ms", "pass")
@@ -301,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("taskset") and hasattr(os, "sched_setaffinity"):
         # This runner and the redis-server it starts stay off the gateway's core.
         os.sched_setaffinity(0, {int(LOAD_CORE)})
+    send_cost = calibrate.measure(_pin(GATEWAY_CORE), _pin(LOAD_CORE))
+    if not args.json:
+        print(f"  machine: {send_cost.describe()}", file=sys.stderr)
     with RedisServer(extra_args=["--maxclients", "10000"]) as r:
         for calls in levels:
             level = run_level(calls, args, r.url)
@@ -311,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
             if fails >= args.stop_after_fail:
                 break
     if args.json:
-        print(json.dumps([asdict(lv) for lv in results], indent=2))
+        print(json.dumps({"send_cost": asdict(send_cost),
+                          "levels": [asdict(lv) for lv in results]}, indent=2))
     else:
-        print_table(results, args)
+        print_table(results, args, send_cost)
     return 0

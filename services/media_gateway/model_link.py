@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from services.media_gateway import metrics
 from services.media_gateway.config import GatewaySettings
-from services.media_gateway.pacer import write_frame
+from services.media_gateway.ws_fastpath import write_frame
 from shared import realtime_events as rt
 from shared.profiles import AgentProfile
 

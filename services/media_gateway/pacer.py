@@ -10,10 +10,9 @@ from the task that received the model's audio, sends at once only when a slot is
 due, e.g. the call's first frame). Hub ticks are only when the grid is looked at: a tick that
 wakes late catches up the frames that came due, it never moves the call's grid.
 
-Frames are written synchronously through the connection's Sans-I/O protocol
-(`protocol.send_binary` + `send_data`), so sending never awaits: no coroutine per frame and
-no call can stall the hub. A socket whose peer stopped reading (write buffer above
-`WRITE_LIMIT`) loses frames instead of growing memory; its keep-alive ends it.
+Frames are written synchronously (`ws_fastpath.write_frame`), so sending never awaits: no
+coroutine per frame and no call can stall the hub. A socket whose peer stopped reading
+(write buffer above `WRITE_LIMIT`) loses frames instead of growing memory; its keep-alive ends it.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from services.media_gateway import metrics
+from services.media_gateway.ws_fastpath import write_frame
 from shared.audio.playout import Playout
 
 log = logging.getLogger(__name__)
@@ -33,21 +33,6 @@ log = logging.getLogger(__name__)
 TICK_S = 0.005
 WRITE_LIMIT = 64 * 1024
 _MAX_FRAMES_PER_SERVICE = 3
-
-
-def write_frame(conn: Connection, data: bytes, *, text: bool = False,
-                limit: int = WRITE_LIMIT) -> bool:
-    """Send one WebSocket message now, without awaiting. False if it was not sent."""
-    if conn.protocol.state is not State.OPEN:
-        return False
-    if conn.transport.get_write_buffer_size() > limit:
-        return False
-    if text:
-        conn.protocol.send_text(data)
-    else:
-        conn.protocol.send_binary(data)
-    conn.send_data()
-    return True
 
 
 class Sender:
@@ -76,7 +61,7 @@ class Sender:
             frame = p.pop_frame(now)
             if frame is None:
                 break
-            if not write_frame(self.conn, frame):
+            if not write_frame(self.conn, frame, limit=WRITE_LIMIT):
                 if self.conn.protocol.state is State.OPEN:
                     metrics.DROPPED_FRAMES.inc()
                 continue

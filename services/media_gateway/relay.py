@@ -5,7 +5,8 @@ below, and the model reader in `ModelLink.run`, which calls `on_model_event` for
 server event. Model events are routed on `shared.realtime_events.peek_type` without a full
 parse; audio deltas are read with orjson (three fields) and never validated with pydantic;
 control events (errors, speech_started, response lifecycle, tool calls) get pydantic models.
-Nothing here awaits except the caller socket's `recv`: sends are synchronous frame writes.
+Nothing here awaits except the caller socket's `recv`: caller audio is handled as each frame
+is parsed (`ws_fastpath.MediaConnection`) and sends are synchronous frame writes.
 
 Malformed input never ends a session: an odd-length or empty audio frame, non-JSON text, an
 unknown control message or a model event missing fields is counted or logged and skipped.
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 import binascii
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
 
 from services.media_gateway import metrics
+from services.media_gateway.ws_fastpath import MediaConnection
 from shared import realtime_events as rt
 from shared.infobip_media import Dtmf, MediaProtocolError, UnknownControl, parse_control
 
@@ -37,32 +40,54 @@ BENIGN_ERRORS = frozenset({"response_cancel_not_active",
 
 
 async def caller_pump(session: MediaSession) -> None:
-    """Read the Infobip socket until it closes (raises ConnectionClosed at the end)."""
+    """Serve the Infobip socket until it closes (raises ConnectionClosed at the end).
+
+    Audio frames are handled as they are parsed (`MediaConnection`); this loop reads what
+    is left: control messages, fragmented frames, and the close."""
     conn = session.conn
+    on_audio = caller_audio_handler(session)
+    direct = conn if isinstance(conn, MediaConnection) else None
+    if direct is not None:
+        direct.set_binary_handler(on_audio)
+    try:
+        while True:  # ends with ConnectionClosed when Infobip (or we) close the socket
+            msg = await conn.recv()
+            if isinstance(msg, bytes):
+                on_audio(msg)
+            else:
+                on_caller_control(session, msg)
+    finally:
+        if direct is not None:
+            direct.clear_binary_handler()  # the handler refers to the session: no cycle left
+
+
+def caller_audio_handler(session: MediaSession) -> Callable[[bytes], None]:
+    """The per-frame work for caller audio: resample, forward to the model, sample the
+    added latency. Never raises on bad input (counted as malformed)."""
     link = session.link
     resample = session.resample_in.process
     loop_time = session.loop.time
     observe = metrics.RELAY_LATENCY.labels("to_model").observe
     every = session.settings.latency_sample_every
     n = 0
-    while True:  # ends with ConnectionClosed when Infobip (or we) close the socket
-        msg = await conn.recv()
-        if isinstance(msg, bytes):
-            t0 = loop_time()
-            session.frames_in += 1
-            session.last_audio_in = t0
-            if len(msg) < 2:
-                session.malformed_frames += 1
-                continue
-            if len(msg) & 1:
-                session.malformed_frames += 1
-            pcm24 = resample(msg)
-            if pcm24 and link.send_audio(pcm24):
-                n += 1
-                if n % every == 0:
-                    observe(loop_time() - t0)
-        else:
-            on_caller_control(session, msg)
+
+    def on_audio(msg: bytes) -> None:
+        nonlocal n
+        t0 = loop_time()
+        session.frames_in += 1
+        session.last_audio_in = t0
+        if len(msg) < 2:
+            session.malformed_frames += 1
+            return
+        if len(msg) & 1:
+            session.malformed_frames += 1
+        pcm24 = resample(msg)
+        if pcm24 and link.send_audio(pcm24):
+            n += 1
+            if n % every == 0:
+                observe(loop_time() - t0)
+
+    return on_audio
 
 
 def on_caller_control(session: MediaSession, text: str) -> None:

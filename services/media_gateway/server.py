@@ -33,6 +33,7 @@ from services.media_gateway.pacer import PacerHub
 from services.media_gateway.session import MediaSession, SessionDeps
 from services.media_gateway.state import Heartbeat, StateStore, connect_redis
 from services.media_gateway.tools import ToolRegistry, default_registry
+from services.media_gateway.ws_fastpath import MediaConnection
 from shared.profiles import ProfileBook, load_profiles
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Gateway:
         self._hub.start()
         self._server = await serve(
             self._handle, s.gateway_host, s.gateway_port,
-            process_request=self._process_request,
+            process_request=self._process_request, create_connection=MediaConnection,
             max_size=s.max_message_bytes, max_queue=32, compression=None,
             ping_interval=s.keepalive_interval_s, ping_timeout=s.keepalive_timeout_s,
             close_timeout=2,

@@ -39,6 +39,7 @@ HEARTBEAT_TTL_S = 5
 TRANSCRIPT_MAXLEN = 1000
 _MAX_PENDING_LINES = 5000
 _FLUSH_PAUSE_S = 0.05  # coalesce a burst of small writes into one pipeline
+_RECORDS_PER_PIPELINE = 32
 _BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
 
 
@@ -267,11 +268,21 @@ class StateStore:
         self._lines.clear()
         try:
             async with asyncio.timeout(2.0):
+                # Session records go in slices: one pipeline of every live call's counters
+                # (each heartbeat) is packed and parsed in one go, a stall of several ms at
+                # hundreds of calls that the pacer's callers would hear. HSET/EXPIRE are
+                # idempotent, so a slice rewritten after a failure is harmless.
+                records = list(hashes.items())
+                for start in range(0, len(records), _RECORDS_PER_PIPELINE):
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for call_id, fields in records[start:start + _RECORDS_PER_PIPELINE]:
+                            key = redis_keys.session_record(call_id)
+                            pipe.hset(key, mapping=fields)
+                            pipe.expire(key, redis_keys.CALL_TTL_S)
+                        await pipe.execute()
+                if not (members or lines):
+                    return
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    for call_id, fields in hashes.items():
-                        key = redis_keys.session_record(call_id)
-                        pipe.hset(key, mapping=fields)
-                        pipe.expire(key, redis_keys.CALL_TTL_S)
                     sessions_key = redis_keys.gateway_sessions(self.gateway_id)
                     for call_id, present in members.items():
                         if present:
