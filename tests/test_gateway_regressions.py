@@ -155,3 +155,29 @@ async def test_state_flush_in_slices_writes_every_record_member_and_line(
 
 async def _count(pending: Any, expected: int) -> bool:
     return int(await pending) == expected
+
+
+def test_gc_pauses_are_timed_and_long_ones_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+
+    from prometheus_client import REGISTRY
+
+    from services.media_gateway import gc_pauses
+
+    def count(generation: str) -> float:
+        return REGISTRY.get_sample_value("callbridge_gateway_gc_pause_seconds_count",
+                                         {"generation": generation}) or 0.0
+
+    gc_pauses.install()
+    gc_pauses.install()  # idempotent: one callback
+    assert gc.callbacks.count(gc_pauses._on_gc) == 1
+    before = count("2")
+    old, gc_pauses.WARN_AFTER_S = gc_pauses.WARN_AFTER_S, 0.0
+    try:
+        with caplog.at_level("WARNING", logger="services.media_gateway.gc_pauses"):
+            gc.collect(2)
+    finally:
+        gc_pauses.WARN_AFTER_S = old
+        gc.callbacks.remove(gc_pauses._on_gc)
+    assert count("2") == before + 1
+    assert "generation 2" in caplog.text

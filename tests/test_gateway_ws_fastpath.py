@@ -9,6 +9,7 @@ import asyncio
 import os
 import weakref
 from collections import deque
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
@@ -154,3 +155,187 @@ def test_clearing_the_handler_drops_the_sessions_reference() -> None:
     conn.clear_binary_handler()
     del session  # refcounting alone must free it: the gateway almost never runs a full GC
     assert ref() is None, "the connection still holds the session's handler"
+
+
+# --- incoming framing: the stream cut at every possible place ------------------------------
+
+class _RawClient(asyncio.Protocol):
+    """A client speaking through websockets' Sans-I/O protocol, whose bytes we write in
+    chunks of our choosing (so frames straddle reads anywhere)."""
+
+    def __init__(self, url: str) -> None:
+        self.proto = ClientProtocol(parse_uri(url))
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self.pongs = 0
+        self.transport: asyncio.Transport | None = None
+        self.held: list[bytes] | None = None  # a list: incoming bytes wait (hold())
+
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for data in held:
+            self.data_received(data)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.proto.send_request(self.proto.connect())
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held.append(data)
+            return
+        self.proto.receive_data(data)
+        for event in self.proto.events_received():
+            if isinstance(event, Frame) and event.opcode is Opcode.PONG:
+                self.pongs += 1
+            elif not isinstance(event, Frame) and not self.opened.done():
+                self.opened.set_result(None)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            rcvd = self.proto.close_rcvd
+            self.closed.set_result(rcvd.code if rcvd else None)
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.proto.data_to_send():
+            if chunk:
+                self.transport.write(chunk)
+
+    def write_chunked(self, wire: bytes, sizes: list[int]) -> None:
+        assert self.transport is not None
+        pos = 0
+        for size in sizes:
+            if pos >= len(wire):
+                break
+            self.transport.write(wire[pos:pos + size])
+            pos += size
+        if pos < len(wire):
+            self.transport.write(wire[pos:])
+
+
+async def _media_server(max_size: int = 2**20, conns: list[MediaConnection] | None = None
+                        ) -> tuple[Any, list[bytes], list[Any]]:
+    audio: list[bytes] = []
+    messages: list[Any] = []
+
+    async def handler(server_conn: ServerConnection) -> None:
+        assert isinstance(server_conn, MediaConnection)
+        if conns is not None:
+            conns.append(server_conn)
+        server_conn.set_binary_handler(audio.append)
+        async for message in server_conn:
+            messages.append(message)
+
+    server = await serve(handler, "127.0.0.1", 0, create_connection=MediaConnection,
+                         compression=None, max_size=max_size)
+    return server, audio, messages
+
+
+async def _open_raw_client(server: Any) -> _RawClient:
+    port = server.sockets[0].getsockname()[1]
+    client = _RawClient(f"ws://127.0.0.1:{port}")
+    await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
+    await asyncio.wait_for(client.opened, 5)
+    return client
+
+
+def _wire(frames: list[Frame]) -> bytes:
+    return b"".join(f.serialize(mask=True) for f in frames)
+
+
+@pytest.mark.parametrize("chunking", ["one-byte", "random", "whole"])
+async def test_incoming_frames_survive_any_segmentation(chunking: str) -> None:
+    import random
+
+    rng = random.Random(7)
+    binaries = [os.urandom(n) for n in (0, 1, 125, 126, 960, 961, 65535, 65536, 300_000)]
+    frames = [Frame(Opcode.TEXT, b'{"event":"websocket:connected"}')]
+    frames += [Frame(Opcode.BINARY, b) for b in binaries[:4]]
+    frames += [Frame(Opcode.PING, b"keepalive")]
+    frames += [Frame(Opcode.BINARY, b"frag-1-", fin=False), Frame(Opcode.CONT, b"frag-2")]
+    frames += [Frame(Opcode.BINARY, b) for b in binaries[4:]]
+    frames += [Frame(Opcode.TEXT, b'{"event":"websocket:dtmf","digit":"7"}')]
+    wire = _wire(frames)
+    sizes = {"one-byte": [1] * 4000 + [len(wire)],  # the first frames byte by byte
+             "random": [rng.randint(1, 3000) for _ in range(len(wire) // 1500 + 1)],
+             "whole": [len(wire)]}[chunking]
+    conns: list[MediaConnection] = []
+    server, audio, messages = await _media_server(conns=conns)
+    async with server:
+        client = await _open_raw_client(server)
+        client.write_chunked(wire, sizes)
+        await wait_until(lambda: len(messages) == 3, what="the text and fragmented messages")
+        assert not conns[0]._websockets_only, "the fast framing gave up on a valid stream"
+        client.proto.send_close(1000)
+        client._flush()
+        assert await asyncio.wait_for(client.closed, 5) == 1000
+    assert audio == binaries  # every unfragmented binary frame, intact and in order
+    assert messages == ['{"event":"websocket:connected"}', b"frag-1-frag-2",
+                        '{"event":"websocket:dtmf","digit":"7"}']
+    assert client.pongs == 1
+
+
+async def test_frames_glued_to_the_request_are_left_to_websockets() -> None:
+    """A client that does not wait for our 101 (RFC 6455 4.1 says it must): websockets
+    keeps the whole stream and nothing is lost or misread."""
+    conns: list[MediaConnection] = []
+    server, audio, messages = await _media_server(conns=conns)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        client = _RawClient(f"ws://127.0.0.1:{port}")
+        transport, _ = await loop.create_connection(lambda: client, "127.0.0.1", port)
+        frames = [Frame(Opcode.TEXT, b"hello")] + [Frame(Opcode.BINARY, bytes([i]) * 960)
+                                                   for i in range(5)]
+        transport.write(_wire(frames))  # right behind the request, before the 101
+        await asyncio.wait_for(client.opened, 5)
+        await wait_until(lambda: len(audio) == 5, what="the five frames")
+        client.write_chunked(_wire([Frame(Opcode.BINARY, b"\x09" * 960)]), [3, 100])
+        await wait_until(lambda: len(audio) == 6, what="a later frame")
+        assert conns[0]._websockets_only
+    assert messages == ["hello"]
+    assert audio == [bytes([i]) * 960 for i in range(5)] + [b"\x09" * 960]
+
+
+@pytest.mark.parametrize(("wire", "code"), [
+    (Frame(Opcode.BINARY, b"\x00" * 960).serialize(mask=False), 1002),  # unmasked
+    (Frame(Opcode.BINARY, b"\x00" * 5000).serialize(mask=True), 1009),  # above max_size
+    (b"\xc2\x80\x00\x00\x00\x00", 1002),  # a reserved bit set, no extension negotiated
+])
+async def test_bad_frames_fail_the_connection_as_websockets_would(wire: bytes,
+                                                                  code: int) -> None:
+    server, audio, _ = await _media_server(max_size=4096)
+    async with server:
+        client = await _open_raw_client(server)
+        client.write_chunked(_wire([Frame(Opcode.BINARY, b"ok")]) + wire, [len(wire) // 2])
+        assert await asyncio.wait_for(client.closed, 5) == code
+    assert audio == [b"ok"]
+
+
+async def test_a_close_we_start_mid_frame_completes_cleanly() -> None:
+    """We close while half a frame sits in our buffer: websockets must get that half too,
+    or it reads the rest of the stream from the middle of a frame."""
+    conns: list[MediaConnection] = []
+    server, audio, _ = await _media_server(conns=conns)
+    async with server:
+        client = await _open_raw_client(server)
+        frame = _wire([Frame(Opcode.BINARY, b"\x05" * 960)])
+        client.write_chunked(_wire([Frame(Opcode.BINARY, b"first")]) + frame[:100], [10_000])
+        await wait_until(lambda: audio == [b"first"] and conns[0]._partial,
+                         what="a frame and half of the next")
+        client.hold()  # the client finishes its frame before it reads our close
+        closing = asyncio.ensure_future(conns[0].close(1000, "call ended"))
+        await wait_until(lambda: conns[0].protocol.state is State.CLOSING, what="CLOSING")
+        client.write_chunked(frame[100:], [10_000])  # the rest of that frame
+        client.release()  # now it reads the close and echoes it (its protocol does)
+        await asyncio.wait_for(closing, 5)
+        assert conns[0].close_code == 1000
+    # websockets parsed the rest from the frame's start: the frame arrives whole (as with
+    # websockets alone, frames received while closing are still delivered)
+    assert audio == [b"first", b"\x05" * 960]

@@ -36,6 +36,10 @@ LOOP_LAG = Histogram(
     f"{_NS}_loop_lag_seconds",
     "How late the pacer's 5 ms tick woke (a busy or descheduled event loop delays audio)",
     buckets=_LATENCY_BUCKETS)
+GC_PAUSE = Histogram(
+    f"{_NS}_gc_pause_seconds",
+    "Garbage-collector pauses, by generation (a pause stops every call's audio at once)",
+    ["generation"], buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16))
 REDIS_ERRORS = Counter(f"{_NS}_redis_errors_total", "Failed best-effort Redis flushes")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -27,7 +27,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from services.media_gateway import metrics
+from services.media_gateway import gc_pauses, metrics
 from services.media_gateway.config import GatewaySettings
 from services.media_gateway.pacer import PacerHub
 from services.media_gateway.session import MediaSession, SessionDeps
@@ -199,6 +199,7 @@ async def run_gateway(settings: GatewaySettings) -> int:
     # Long-lived start-up objects (modules, profiles, sounds) leave the GC's scans: fewer
     # and shorter collection pauses on the audio path.
     gc.freeze()
+    gc_pauses.install()
     try:
         await stop.wait()
         log.info("signal received: draining")
