@@ -163,7 +163,9 @@ class _RawClient(asyncio.Protocol):
     """A client speaking through websockets' Sans-I/O protocol, whose bytes we write in
     chunks of our choosing (so frames straddle reads anywhere)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, split_request: bool = False) -> None:
+        self.split_request = split_request  # hold back the request's last 2 bytes
+        self.request_rest = b""
         self.proto = ClientProtocol(parse_uri(url))
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -182,7 +184,15 @@ class _RawClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.proto.send_request(self.proto.connect())
+        if self.split_request:
+            request = b"".join(self.proto.data_to_send())
+            self.request_rest = request[-2:]  # the blank line's "\r\n" comes in a later read
+            transport.write(request[:-2])  # type: ignore[attr-defined]
         self._flush()
+
+    def finish_request(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.request_rest)
 
     def data_received(self, data: bytes) -> None:
         if self.held is not None:
@@ -221,26 +231,38 @@ class _RawClient(asyncio.Protocol):
 
 async def _media_server(max_size: int = 2**20, conns: list[MediaConnection] | None = None
                         ) -> tuple[Any, list[bytes], list[Any]]:
+    """A server of MediaConnections; `conns` receives each one as it is created (before
+    its handshake), `audio` the binary frames, `messages` what recv() returns."""
     audio: list[bytes] = []
     messages: list[Any] = []
+    created = conns if conns is not None else []
+
+    class Recorded(MediaConnection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(self)
 
     async def handler(server_conn: ServerConnection) -> None:
         assert isinstance(server_conn, MediaConnection)
-        if conns is not None:
-            conns.append(server_conn)
         server_conn.set_binary_handler(audio.append)
         async for message in server_conn:
             messages.append(message)
 
-    server = await serve(handler, "127.0.0.1", 0, create_connection=MediaConnection,
+    server = await serve(handler, "127.0.0.1", 0, create_connection=Recorded,
                          compression=None, max_size=max_size)
     return server, audio, messages
 
 
-async def _open_raw_client(server: Any) -> _RawClient:
+async def _open_raw_client(server: Any, conns: list[MediaConnection] | None = None,
+                           split_request: bool = False) -> _RawClient:
     port = server.sockets[0].getsockname()[1]
-    client = _RawClient(f"ws://127.0.0.1:{port}")
+    client = _RawClient(f"ws://127.0.0.1:{port}", split_request)
     await asyncio.get_running_loop().create_connection(lambda: client, "127.0.0.1", port)
+    if split_request:  # the server has read the first part before the rest is sent
+        assert conns is not None
+        await wait_until(lambda: conns and conns[-1]._request_tail,
+                         what="the request's first part read by the server")
+        client.finish_request()
     await asyncio.wait_for(client.opened, 5)
     return client
 
@@ -339,3 +361,17 @@ async def test_a_close_we_start_mid_frame_completes_cleanly() -> None:
     # websockets parsed the rest from the frame's start: the frame arrives whole (as with
     # websockets alone, frames received while closing are still delivered)
     assert audio == [b"first", b"\x05" * 960]
+
+
+async def test_a_request_whose_blank_line_straddles_reads_still_gets_fast_framing() -> None:
+    """The request's blank line can straddle reads: it must still be recognised as the end
+    of the request (else every such connection would fall back to websockets' parser)."""
+    conns: list[MediaConnection] = []
+    server, audio, _ = await _media_server(conns=conns)
+    async with server:
+        client = await _open_raw_client(server, conns, split_request=True)
+        frames = [bytes([i]) * 960 for i in range(3)]
+        client.write_chunked(_wire([Frame(Opcode.BINARY, f) for f in frames]), [500, 500])
+        await wait_until(lambda: len(audio) == 3, what="three frames")
+        assert not conns[0]._websockets_only
+    assert audio == frames

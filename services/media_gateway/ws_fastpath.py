@@ -121,16 +121,17 @@ class MediaConnection(ServerConnection):
     parser is a generator that costs several resumptions per frame. Every other frame
     (text, ping, pong, close, fragments) is handed to websockets whole, so its parser
     always stands at a frame boundary and its protocol checks and close handling are
-    unchanged. Anything odd (reserved bits, an unmasked client frame, a frame above
-    max_size, a fragmented message in progress) goes to websockets with the rest of the
-    stream, which then fails the connection exactly as it would have.
+    unchanged. A header websockets would refuse (reserved bits, an unmasked client frame,
+    a frame above max_size) goes to websockets with the rest of the stream, which then
+    fails the connection exactly as it would have.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_binary: BinaryHandler | None = None
         self._early: deque[bytes] = deque(maxlen=EARLY_FRAMES)
-        self._partial = b""  # an incomplete frame's start (or the request's last bytes)
+        self._partial = b""  # an incomplete frame's start
+        self._request_tail = b""  # the handshake's last 3 bytes (a blank line may straddle)
         self._websockets_only = False  # set for good once websockets holds stream bytes
         self._framing = False  # this connection's frames have been cut here
 
@@ -221,7 +222,7 @@ class MediaConnection(ServerConnection):
         (RFC 6455 4.1: the client waits for the response). Otherwise, websockets keeps
         the whole stream."""
         had_request = self.request is not None
-        head = self._partial + data  # _partial holds the last 3 bytes seen here
+        head = self._request_tail + data
         super().data_received(data)
         if had_request:
             self._websockets_only = True  # bytes after the request, before our 101
@@ -230,10 +231,10 @@ class MediaConnection(ServerConnection):
             if blank < 0 or blank + 4 < len(head):
                 self._websockets_only = True  # frame bytes glued to the request
         done = self._websockets_only or self.request is not None
-        self._partial = b"" if done else head[-3:]
+        self._request_tail = b"" if done else head[-3:]
 
     def eof_received(self) -> None:
-        if self._partial:  # a truncated frame: let websockets see it before the EOF
+        if self._framing and self._partial:  # a truncated frame: websockets sees it first
             partial, self._partial = self._partial, b""
             self._websockets_only = True
             super().data_received(partial)
