@@ -23,7 +23,7 @@ from websockets.uri import parse_uri
 from services.media_gateway.ws_fastpath import (
     EARLY_FRAMES,
     MediaConnection,
-    frame_bytes,
+    encode_frame,
     write_frame,
 )
 from tests.waiting import wait_until
@@ -47,7 +47,7 @@ def _parse(wire: bytes, *, masked: bool) -> list[Frame]:
 def test_frames_parse_with_websockets_at_every_length_encoding(size: int, masked: bool,
                                                                text: bool) -> None:
     payload = (b"a" * size) if text else os.urandom(size)
-    frames = _parse(frame_bytes(payload, text=text, masked=masked), masked=masked)
+    frames = _parse(encode_frame(payload, text=text, masked=masked), masked=masked)
     assert len(frames) == 1
     frame = frames[0]
     assert frame.fin
@@ -57,7 +57,7 @@ def test_frames_parse_with_websockets_at_every_length_encoding(size: int, masked
 
 def test_masking_keys_are_fresh_per_frame() -> None:
     payload = bytes(64)  # zero payload: the masked bytes are the key, repeated
-    keys = {frame_bytes(payload, text=False, masked=True)[2:6] for _ in range(3000)}
+    keys = {encode_frame(payload, text=False, masked=True)[2:6] for _ in range(3000)}
     assert len(keys) > 2990  # 32-bit keys from os.urandom across pool refills
 
 
@@ -79,8 +79,8 @@ async def test_media_connection_hands_binary_frames_over_in_order() -> None:
         await release.wait()  # binary frames sent meanwhile wait in the early buffer
         conn.set_binary_handler(received.append)
         admitted.set()
-        assert write_frame(conn, b"\x01\x02" * 480)
-        assert write_frame(conn, b'{"action":"clear"}', text=True)
+        assert write_frame(conn, b"\x01\x02" * 480, limit=65536)
+        assert write_frame(conn, b'{"action":"clear"}', text=True, limit=65536)
         async for message in conn:
             texts.append(str(message))
 

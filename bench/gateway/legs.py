@@ -214,7 +214,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     r = redis.Redis.from_url(args.redis)
     pcm, src = read_wav(ASSETS_DIR / "caller_order_status.wav")
     speech = Speech(resample(pcm, src, args.rate), args.rate)
-    host, port = parse_uri(args.url).host, parse_uri(args.url).port
+    uri = parse_uri(args.url)
+    host, port = uri.host, uri.port
     start = loop.time() + (args.start_at - time.time())  # unix -> loop time
     window = (start + args.ramp + args.warmup, start + args.ramp + args.warmup + args.seconds)
     LeanLeg.window = window

@@ -89,7 +89,7 @@ class Sender:
             self.service(now)
 
     def send_text(self, text: bytes) -> bool:
-        return write_frame(self.conn, text, text=True)
+        return write_frame(self.conn, text, text=True, limit=WRITE_LIMIT)
 
 
 class PacerHub:

@@ -69,7 +69,7 @@ class _MaskKeys:
 _mask_keys = _MaskKeys()
 
 
-def frame_bytes(payload: bytes, *, text: bool, masked: bool) -> bytes:
+def encode_frame(payload: bytes, *, text: bool, masked: bool) -> bytes:
     """One unfragmented data frame on the wire (RFC 6455 5.2), masked for a client."""
     head1 = _FIN_TEXT if text else _FIN_BINARY
     mask_bit = _MASK_BIT if masked else 0
@@ -86,8 +86,7 @@ def frame_bytes(payload: bytes, *, text: bool, masked: bool) -> bytes:
     return header + key + apply_mask(payload, key)
 
 
-def write_frame(conn: Connection, data: bytes, *, text: bool = False,
-                limit: int = 64 * 1024) -> bool:
+def write_frame(conn: Connection, data: bytes, *, limit: int, text: bool = False) -> bool:
     """Send one WebSocket message now, without awaiting. False if it was not sent: the
     socket is not open, or its peer stopped reading (write buffer above `limit`)."""
     protocol = conn.protocol
@@ -103,7 +102,7 @@ def write_frame(conn: Connection, data: bytes, *, text: bool = False,
             protocol.send_binary(data)
         conn.send_data()
         return True
-    transport.write(frame_bytes(data, text=text, masked=protocol.side is CLIENT))
+    transport.write(encode_frame(data, text=text, masked=protocol.side is CLIENT))
     return True
 
 
