@@ -8,6 +8,7 @@ write survives a SIGKILL (the fault suite's Redis scenario).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,8 +23,39 @@ INSTALL_HINT = (
 )
 
 
+#: Where the kernel picks source ports of outgoing connections (and ports for bind(0)).
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_BELOW_EPHEMERAL = 12_000  # how many ports under that range free_port chooses from
+_pick = random.SystemRandom()  # not the global generator, which tests may seed
+
+
+def _ports_below_ephemeral() -> range:
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    return range(max(1024, low - _BELOW_EPHEMERAL), max(2048, low))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port nothing is bound to now, for a server started a moment later.
+
+    Chosen below the kernel's ephemeral range: a port from bind(0) comes from that range,
+    which the kernel also hands out as the source port of every outgoing connection, so one
+    of the hundreds a stack opens could take it before the server meant for it binds (seen
+    in CI: haproxy "cannot bind socket (Address already in use)"). Below the range, only
+    another free_port caller could, and it picks at random among thousands.
+    """
+    ports = _ports_below_ephemeral()
+    for _ in range(100):  # bounded: almost always the first try
+        port = _pick.choice(ports)
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: fall back to the kernel's choice
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

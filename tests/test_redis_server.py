@@ -31,3 +31,18 @@ def test_acknowledged_writes_survive_sigkill_with_aof_always(tmp_path: Path) -> 
         assert client.xlen("s") == 1
     finally:
         server.close()
+
+
+def test_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
+    """Ports from bind(0) can be taken by any outgoing connection's source port before the
+    server binds them (a CI failure: haproxy 'Address already in use')."""
+    import socket
+
+    from shared.redis_server import _ports_below_ephemeral, free_port
+
+    ports = _ports_below_ephemeral()
+    for _ in range(20):
+        port = free_port()
+        assert port in ports
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # still free
