@@ -44,8 +44,23 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     return {row["scenario"]: row for row in data["rows"]}
 
 
+_ALARMS = ('"level":"WARNING"', '"level":"ERROR"', '"level":"CRITICAL"', "[WARNING]",
+           "[ALERT]", "Traceback")
+
+
+def warnings_of(log_dir: Path, limit: int = 40) -> str:
+    """The warning and error lines of a scenario's logs: CI's temp dirs do not survive the
+    run, so a failure carries what its services said."""
+    lines = [f"{log.name}: {line}" for log in sorted(log_dir.glob("*.log"))
+             for line in log.read_text(errors="replace").splitlines()
+             if any(alarm in line for alarm in _ALARMS)]
+    return "\n".join(lines[-limit:]) or "(no warnings in its logs)"
+
+
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
 def test_scenario_holds(rows: dict[str, dict[str, Any]], name: str) -> None:
     row = rows.get(name)
     assert row is not None, f"{name} did not run"
-    assert row["passed"], f"{name}: " + "; ".join(row["notes"]) + f" (logs {row['log_dir']})"
+    assert row["passed"], (f"{name}: " + "; ".join(row["notes"])
+                           + f"\nphases: {row['phases']}\nlogs {row['log_dir']}:\n"
+                           + warnings_of(Path(row["log_dir"])))

@@ -174,10 +174,12 @@ async def place_calls(sim: InfobipSimulator, n: int, make: Callable[[], CallScri
 
 
 async def finish_all(calls: list[SimCall], timeout: float) -> list[str]:
-    """Wait (bounded) for every call to end; the ids of those that did not."""
+    """Wait (bounded) for every call to end; for each that did not, where it stuck (its
+    state, dialog and timeline), so a failed scenario says more than a count."""
     results = await asyncio.gather(*(c.wait_finished(timeout) for c in calls),
                                    return_exceptions=True)
-    return [c.call_id for c, r in zip(calls, results, strict=True) if r is not True]
+    return [str(r) or f"call {c.call_id}: {type(r).__name__}"
+            for c, r in zip(calls, results, strict=True) if r is not True]
 
 
 def dialogs_of(sim: InfobipSimulator, call_id: str) -> int:

@@ -8,6 +8,7 @@ Every number comes from Redis or the simulators' records, never from the service
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +29,18 @@ class Row:
     notes: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     log_dir: str = ""
+    #: (phase, seconds since the scenario started): where the time went, and where a
+    #: scenario that overran its budget was stuck.
+    phases: list[tuple[str, float]] = field(default_factory=list)
+    interrupted_in: str | None = None  # the phase the time budget cut short
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def phase(self, name: str) -> None:
+        """Mark the start of a step of the scenario."""
+        self.phases.append((name, round(time.monotonic() - self._t0, 1)))
+
+    def timeline(self) -> str:
+        return ", ".join(f"{name} @{t:.1f}s" for name, t in self.phases) or "no phases marked"
 
     def check(self, name: str, ok: bool, detail: str = "") -> bool:
         """Record one invariant; a failed one carries its detail into the notes."""
@@ -79,5 +92,6 @@ def table(rows: list[Row]) -> str:
 
 
 def to_json(rows: list[Row]) -> str:
-    data: list[dict[str, Any]] = [asdict(r) for r in rows]
+    data: list[dict[str, Any]] = [{k: v for k, v in asdict(r).items() if not k.startswith("_")}
+                                  for r in rows]
     return json.dumps({"rows": data, "passed": all(r.passed for r in rows)}, indent=2)

@@ -40,6 +40,7 @@ class Ctx:
     quick: bool
     log_root: Path
     log_dirs: list[Path] = field(default_factory=list)
+    row: Row | None = None  # the running scenario's row (phases of its stack go there)
 
     def size(self, quick: int, full: int) -> int:
         return quick if self.quick else full
@@ -52,11 +53,25 @@ class Ctx:
         log_dir = self.log_root / name
         self.log_dirs.append(log_dir)
         stack = FaultStack(opts, log_dir)
+        if self.row is not None:
+            self.row.log_dir = str(log_dir)
+        self.phase(f"start stack {name}")
         await stack.start()
         try:
+            self.phase("drive")
             yield stack
+        except asyncio.CancelledError:  # the budget ran out: remember where, before stopping
+            if self.row is not None and self.row.phases:
+                self.row.interrupted_in = self.row.phases[-1][0]
+            raise
         finally:
+            self.phase(f"stop stack {name}")
             await stack.stop()
+            self.phase("stack stopped")
+
+    def phase(self, name: str) -> None:
+        if self.row is not None:
+            self.row.phase(name)
 
 
 ScenarioFn = Callable[[Ctx, Row], Awaitable[None]]
@@ -103,7 +118,8 @@ async def run_all(quick: bool, only: list[str], log_root: Path,
     for sc in SCENARIOS:
         if not _matches(sc.name, only):
             continue
-        row = Row(sc.name, log_dir=str(log_root / sc.name.split()[-1]))
+        row = Row(sc.name, log_dir=str(log_root))  # narrowed by ctx.stack to the stack's
+        ctx.row = row
         budget = sc.budget_quick_s if quick else sc.budget_full_s
         t0 = time.monotonic()
         progress(f"running {sc.name} (budget {budget:.0f} s) ...")
@@ -111,7 +127,9 @@ async def run_all(quick: bool, only: list[str], log_root: Path,
             async with asyncio.timeout(budget):
                 await sc.load()(ctx, row)
         except TimeoutError:
-            row.check("within budget", False, f"did not finish within {budget:.0f} s")
+            stuck = row.interrupted_in or (row.phases[-1][0] if row.phases else "?")
+            row.check("within budget", False, f"did not finish within {budget:.0f} s, stuck "
+                      f"in '{stuck}' (phases: {row.timeline()})")
         except Exception as exc:
             row.check("ran", False, f"{type(exc).__name__}: {exc}")
             log.debug("%s", traceback.format_exc())

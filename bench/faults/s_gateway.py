@@ -50,12 +50,15 @@ def _short() -> CallScript:
     return CallScript(caller_wav=None, reply_timeout_s=0.5, max_duration_s=30)
 
 
-async def _spread_calls(stack: FaultStack, n: int, hangup: float) -> tuple[list[SimCall],
-                                                                           dict[str, str]]:
+async def _spread_calls(ctx: Ctx, row: Row, stack: FaultStack, n: int,
+                        hangup: float) -> tuple[list[SimCall], dict[str, str]]:
     sim = stack.infobip
     assert sim is not None
+    ctx.phase(f"place {n} calls, wait for their greetings")
     calls = await place_calls(sim, n, lambda: script(hangup_after_s=hangup), rate=4)
-    await wait_for(lambda: all("first_agent_audio" in c.timeline for c in calls), 20)
+    greeted = await wait_for(lambda: all("first_agent_audio" in c.timeline for c in calls), 20)
+    row.check("every call heard its greeting before the fault", greeted,
+              f"{sum('first_agent_audio' in c.timeline for c in calls)} of {n} in 20 s")
     return calls, {c.call_id: await _gateway_of(stack, c.call_id) for c in calls}
 
 
@@ -67,7 +70,8 @@ async def sigterm(ctx: Ctx, row: Row) -> None:
     async with ctx.stack("gateway-sigterm", opts) as stack:
         sim = stack.infobip
         assert sim is not None
-        calls, where = await _spread_calls(stack, n, hangup)
+        calls, where = await _spread_calls(ctx, row, stack, n, hangup)
+        ctx.phase("SIGTERM gateway-1, wait for the LB to mark it DOWN")
         t_term = time.time()
         stack.process("gateway-1").send_signal(signal.SIGTERM)
         row.faults = 1
@@ -75,8 +79,11 @@ async def sigterm(ctx: Ctx, row: Row) -> None:
             lambda: _is(stack, "gateway", "gateway-1", "DOWN"), 15, 0.1)
         row.recovery_s = round(time.time() - t_term, 2)
         row.check("LB marked the draining gateway down", down, "not DOWN in 15 s")
+        ctx.phase(f"place {m} new calls, wait for every call to end")
         second = await place_calls(sim, m, _short, rate=4)
         unfinished = await finish_all(calls + second, hangup + 40)
+        row.notes += [f"not ended: {u}" for u in unfinished]
+        ctx.phase("wait for the drained gateway to exit")
         exit_code = await stack.process("gateway-1").wait_exit(30)
         after = {c.call_id: await _gateway_of(stack, c.call_id) for c in second}
     drained = [c for c in calls if where[c.call_id] == "gateway-1"]
@@ -118,9 +125,10 @@ async def _lost(ctx: Ctx, row: Row, sig: int) -> None:
     async with ctx.stack(f"gateway-{signal.Signals(sig).name.lower()}", opts) as stack:
         sim, client = stack.infobip, stack.redis_client
         assert sim is not None
-        calls, where = await _spread_calls(stack, n, hangup)
+        calls, where = await _spread_calls(ctx, row, stack, n, hangup)
         killed = [c for c in calls if where[c.call_id] == "gateway-1"]
         others = [c for c in calls if where[c.call_id] != "gateway-1"]
+        ctx.phase(f"{signal.Signals(sig).name} gateway-1, wait for gateway_lost")
         t_kill = time.time()
         stack.process("gateway-1").send_signal(sig)
         row.faults = 1
@@ -131,10 +139,15 @@ async def _lost(ctx: Ctx, row: Row, sig: int) -> None:
             return all(r == "gateway_lost" for r in reasons)
         marked = await wait_async(all_marked, LOST_BOUND_S, 0.2)
         t_marked = time.time()
-        await finish_all(killed, LOST_BOUND_S + 15)
-        await wait_async(lambda: _is(stack, "gateway", "gateway-1", "DOWN"), 10, 0.2)
+        ctx.phase("wait for the lost calls to be freed")
+        unfreed = await finish_all(killed, LOST_BOUND_S + 15)
+        ctx.phase("wait for the LB to mark gateway-1 DOWN")
+        down = await wait_async(lambda: _is(stack, "gateway", "gateway-1", "DOWN"), 10, 0.2)
+        row.check("LB marked the lost gateway down", down, "not DOWN in 10 s")
+        ctx.phase(f"place {m} new calls, wait for every call to end")
         second = await place_calls(sim, m, _short, rate=4)
         unfinished = await finish_all(others + second, hangup + 30)
+        row.notes += [f"not ended: {u}" for u in unfreed + unfinished]
         after = {c.call_id: await _gateway_of(stack, c.call_id) for c in second}
         reasons = {c.call_id: decode(await client.hget(redis_keys.session_record(c.call_id),
                                                        "end_reason") or b"") for c in killed}

@@ -99,6 +99,7 @@ class ManagedProcess:
         if not self.alive():
             return self.proc.poll() if self.proc else None
         self.send_signal(signal.SIGTERM)
+        self.send_signal(signal.SIGCONT)  # a stopped (frozen) child gets SIGTERM only once resumed
         code = await self.wait_exit(timeout)
         if code is None and self.proc is not None:
             self.proc.kill()
