@@ -4,6 +4,7 @@
     python -m bench.gateway --quick          # two small levels, ~1 minute
     python -m bench.gateway --levels 100,250 --seconds 20 --rate 24000 --json
     python -m bench.gateway.calibrate        # only the machine's cost of one frame send
+    python -m bench.gateway --relay floor --levels 100,150   # perf-notes' minimal relay
 
 Layout on a 2-core box (as /work/shared/perf-notes.md, "Relaying audio"): the gateway alone
 on core 0 (`taskset -c 0`); the OpenAI simulator (replies at 4x real time), a private
@@ -174,8 +175,10 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
            "GATEWAY_MAX_SESSIONS": str(calls + 10), "DRAIN_TIMEOUT_S": "2",
            "IDLE_TIMEOUT_S": "30", "GATEWAY_ID": f"bench-{calls}"}
     profile = ["-m", "cProfile", "-o", f"{args.profile}.{calls}"] if args.profile else []
-    gateway = subprocess.Popen([*_pin(GATEWAY_CORE), py, *profile, "-m", "services.cli",
-                                "gateway"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    relay = ["-m", "services.cli", "gateway"] if args.relay == "gateway" else \
+        ["-m", "bench.gateway.floor_relay"]
+    gateway = subprocess.Popen([*_pin(GATEWAY_CORE), py, *profile, *relay], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL)
     generators: list[subprocess.Popen[bytes]] = []
     try:
         _wait_port(sim_port)
@@ -253,7 +256,9 @@ def _fmt_ms(value: float) -> str:
 
 def print_table(levels: list[Level], args: argparse.Namespace,
                 send_cost: calibrate.SendCost) -> None:
-    print(f"\nmedia gateway, {args.rate} Hz, {args.seconds:g} s measured per level; gateway on "
+    what = "media gateway" if args.relay == "gateway" else \
+        "the floor (perf-notes' minimal relay, bench/gateway/floor_relay.py)"
+    print(f"\n{what}, {args.rate} Hz, {args.seconds:g} s measured per level; relay on "
           f"core {GATEWAY_CORE}, simulator + legs + Redis on core {LOAD_CORE}")
     print(f"machine: {send_cost.describe()}")
     head = ("calls", "ok", "gw CPU %", "CPU %/call", "RSS MB", "MB/call", "p99 ->caller ms",
@@ -293,9 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--verbose", action="store_true",
                         help="print the latency histograms of each level on stderr")
+    parser.add_argument("--relay", choices=("gateway", "floor"), default="gateway",
+                        help="what relays the calls: the gateway as deployed (default) or "
+                             "the floor, perf-notes' minimal relay (floor_relay.py), for the "
+                             "machine's cost of relaying alone; the floor has no latency "
+                             "histograms and does not pace, so only its CPU column compares")
     parser.add_argument("--profile", metavar="PATH",
                         help="run the gateway under cProfile, writing PATH.<calls>")
     args = parser.parse_args(argv)
+    if args.relay == "floor" and args.rate != 24000:
+        parser.error("the floor relays 24 kHz only (it does not resample): drop --rate")
     if args.quick:
         args.seconds, args.ramp, args.warmup = 5.0, 2.0, 2.0
     levels = ([int(x) for x in args.levels.split(",")] if args.levels

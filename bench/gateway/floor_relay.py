@@ -1,0 +1,98 @@
+"""The floor: the minimal Python relay of ../../shared/perf-notes.md ("Relaying audio"),
+run under the same load as the gateway to measure what this machine charges for the
+relaying alone.
+
+    python -m bench.gateway --relay floor --levels 100,150 --seconds 10
+
+perf-notes measured this relay at 0.26 % of a core per call (100 calls) on the machine
+where issue 5's target (>= 250 calls per core) was set. Measured here under the same legs
+and simulator, the ratio gateway/floor says how far the gateway is from the cheapest
+Python relay, independent of the machine.
+
+What it does, and nothing more (perf-notes' row "minimal Python relay, websockets both
+sides, orjson, no pacing"): accept Infobip's media WebSocket, read `websocket:connected`,
+open one Realtime socket per call (GA: `Authorization: Bearer`, `?model=`; the simulator's
+defaults give server VAD and 24 kHz PCM, so no `session.update`), ask for a greeting, send
+each caller frame as `input_audio_buffer.append`, and write the model's audio deltas to the
+caller in 20 ms frames as they arrive (no pacing, no silence, no barge-in, no state, no
+token check). It answers /healthz and an empty /metrics so run.py can drive it unchanged.
+Not a product: never deploy it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+from http import HTTPStatus
+
+import orjson
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+FRAME = 960  # 20 ms at 24 kHz, 16-bit mono
+_DELTA = b'"response.output_audio.delta"'
+_GREETING = orjson.dumps({"type": "response.create"})
+
+
+def _http(conn: ServerConnection, request: Request) -> Response | None:
+    """The readiness and metrics paths run.py polls; None lets WebSocket upgrades through."""
+    if request.path in ("/healthz", "/readyz", "/metrics"):
+        return Response(HTTPStatus.OK, "OK", Headers({"Content-Type": "text/plain"}), b"")
+    return None
+
+
+async def _relay(caller: ServerConnection) -> None:
+    await caller.recv()  # websocket:connected (the floor trusts it)
+    url = os.environ["OPENAI_REALTIME_URL"] + "?model=gpt-realtime"
+    headers = {"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"}
+    async with connect(url, additional_headers=headers, compression=None,
+                       max_size=2**24) as model:
+        await model.send(_GREETING)
+
+        async def up() -> None:
+            async for message in caller:
+                if isinstance(message, bytes):
+                    await model.send(b'{"type":"input_audio_buffer.append","audio":"'
+                                     + base64.b64encode(message) + b'"}', text=True)
+
+        async def down() -> None:
+            async for raw in model:
+                if isinstance(raw, str):
+                    raw = raw.encode()
+                if _DELTA in raw[:80]:
+                    pcm = base64.b64decode(orjson.loads(raw)["delta"])
+                    for i in range(0, len(pcm), FRAME):
+                        await caller.send(pcm[i:i + FRAME])
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _handler(caller: ServerConnection) -> None:
+    with contextlib.suppress(Exception):  # a leg or model socket closing ends the call
+        await _relay(caller)
+
+
+async def main() -> None:
+    host, port = os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"])
+    async with serve(_handler, host, port, process_request=_http, compression=None,
+                     max_size=2**20):
+        await asyncio.get_running_loop().create_future()  # until SIGTERM
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop  # the gateway runs on uvloop too: the comparison stays like for like
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
