@@ -25,11 +25,12 @@ import asyncio
 import base64
 import contextlib
 import os
+from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
 
 import orjson
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -45,13 +46,11 @@ def _http(conn: ServerConnection, request: Request) -> Response | None:
     return None
 
 
-async def _relay(caller: ServerConnection) -> None:
+async def _relay(caller: ServerConnection, model_url: str, api_key: str) -> None:
     await caller.recv()  # websocket:connected (the floor trusts it)
-    url = os.environ["OPENAI_REALTIME_URL"] + "?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {os.environ['OPENAI_API_KEY']}"}
-    async with connect(url, additional_headers=headers, compression=None,
-                       max_size=2**24) as model:
-        await model.send(_GREETING)
+    async with connect(f"{model_url}?model=gpt-realtime", compression=None, max_size=2**24,
+                       additional_headers={"Authorization": f"Bearer {api_key}"}) as model:
+        await model.send(_GREETING, text=True)  # orjson gives bytes; Realtime takes text only
 
         async def up() -> None:
             async for message in caller:
@@ -60,9 +59,8 @@ async def _relay(caller: ServerConnection) -> None:
                                      + base64.b64encode(message) + b'"}', text=True)
 
         async def down() -> None:
-            async for raw in model:
-                if isinstance(raw, str):
-                    raw = raw.encode()
+            while True:  # ends with ConnectionClosed; bytes, not str: no UTF-8 decode per event
+                raw = await model.recv(decode=False)
                 if _DELTA in raw[:80]:
                     pcm = base64.b64decode(orjson.loads(raw)["delta"])
                     for i in range(0, len(pcm), FRAME):
@@ -77,15 +75,21 @@ async def _relay(caller: ServerConnection) -> None:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _handler(caller: ServerConnection) -> None:
-    with contextlib.suppress(Exception):  # a leg or model socket closing ends the call
-        await _relay(caller)
+def serve_floor(host: str, port: int, model_url: str,
+                api_key: str) -> AbstractAsyncContextManager[Server]:
+    """The floor's server (an async context manager, like websockets' `serve`)."""
+    async def handler(caller: ServerConnection) -> None:
+        with contextlib.suppress(Exception):  # a leg or model socket closing ends the call
+            await _relay(caller, model_url, api_key)
+
+    return serve(handler, host, port, process_request=_http, compression=None, max_size=2**20)
 
 
 async def main() -> None:
-    host, port = os.environ.get("GATEWAY_HOST", "127.0.0.1"), int(os.environ["GATEWAY_PORT"])
-    async with serve(_handler, host, port, process_request=_http, compression=None,
-                     max_size=2**20):
+    """Configured like the gateway by run.py's environment."""
+    async with serve_floor(os.environ.get("GATEWAY_HOST", "127.0.0.1"),
+                           int(os.environ["GATEWAY_PORT"]), os.environ["OPENAI_REALTIME_URL"],
+                           os.environ["OPENAI_API_KEY"]):
         await asyncio.get_running_loop().create_future()  # until SIGTERM
 
 

@@ -1,0 +1,35 @@
+"""The benchmark's floor relay (bench/gateway/floor_relay.py) really relays: its CPU figures
+in the README mean something only if the caller's audio reaches the model and the agent's
+answer reaches the caller through it."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.gateway.floor_relay import serve_floor
+from shared.pcm import is_silent
+from simulators.infobip import MediaLeg
+from simulators.openai_realtime import RealtimeSimulator
+
+pytest.register_assert_rewrite("tests.gateway_fixtures")
+pytest_plugins = ["tests.gateway_fixtures"]  # rt_sim
+
+from tests.gateway_fixtures import caller_speech  # noqa: E402
+
+
+async def test_the_floor_relays_both_ways(rt_sim: RealtimeSimulator) -> None:
+    async with serve_floor("127.0.0.1", 0, rt_sim.url, "sk-sim") as server:
+        port = server.sockets[0].getsockname()[1]
+        leg = MediaLeg(f"ws://127.0.0.1:{port}/media", 24000, {}, autoplay=False)
+        await leg.connect()
+        try:
+            assert await leg.wait_agent_audio(15), "no greeting through the floor"
+            heard_greeting = len(leg.received_pcm())
+            spoke_at = leg.marks["first_agent_audio"]
+            await leg.play(caller_speech(24000))
+            # The model answers only speech it received: an answer proves the uplink too.
+            assert await leg.wait_agent_audio(20, after=spoke_at + 1.0), "no answer"
+            assert len(leg.received_pcm()) > heard_greeting
+            assert not is_silent(leg.received_pcm())
+        finally:
+            await leg.aclose()
