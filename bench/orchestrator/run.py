@@ -95,9 +95,9 @@ async def scrape_dialog_latency(port: int) -> dict[str, float]:
                  if line.startswith('callbridge_orchestrator_local_starts_total{result="queued"}'))
     total = buckets[-1][1] if buckets else 0.0
     share: dict[str, float] = {"jobs left to the queue poll": queued}
-    for le, count in buckets:
-        if le != float("inf"):
-            share[f"<= {le * 1000:g} ms"] = round(count / total, 3) if total else 0.0
+    for bound, count in buckets:
+        if bound != float("inf"):
+            share[f"<= {bound * 1000:g} ms"] = round(count / total, 3) if total else 0.0
     return share
 
 
@@ -160,12 +160,10 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.1)
             latencies = []
             posts: dict[str, int] = {}
+            first_post: dict[str, float] = {}
             for req in sim.dialog_requests:
-                parent = (req.json or {}).get("parentCallId")
+                parent = str((req.json or {}).get("parentCallId"))
                 posts[parent] = posts.get(parent, 0) + 1
-            first_post = {}
-            for req in sim.dialog_requests:
-                parent = (req.json or {}).get("parentCallId")
                 first_post.setdefault(parent, req.at)
             for call in calls:
                 received = ingress.received_at.get(call.call_id)
