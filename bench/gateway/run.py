@@ -128,16 +128,19 @@ def _wait_port(port: int, timeout: float = 30.0) -> None:
 
 
 def _histograms(text: str) -> dict[str, dict[float, float]]:
-    """to_caller / to_model / loop_lag -> {le: cumulative count}."""
+    """to_caller / to_model / loop_lag / gc_gen<N> -> {le: cumulative count}."""
     out: dict[str, dict[float, float]] = {}
     for family in text_string_to_metric_families(text):
         if family.name not in ("callbridge_gateway_relay_latency_seconds",
-                               "callbridge_gateway_loop_lag_seconds"):
+                               "callbridge_gateway_loop_lag_seconds",
+                               "callbridge_gateway_gc_pause_seconds"):
             continue
         for sample in family.samples:
             if sample.name.endswith("_bucket"):
                 le = float(sample.labels["le"])
-                key = sample.labels.get("direction", "loop_lag")
+                key = sample.labels.get("direction") or (
+                    f"gc_gen{sample.labels['generation']}" if "generation" in sample.labels
+                    else "loop_lag")
                 out.setdefault(key, {})[le] = sample.value
     return out
 
@@ -297,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this many failed levels in a row")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--verbose", action="store_true",
-                        help="print the latency histograms of each level on stderr")
+                        help="print each level's histograms on stderr: relay latency, loop "
+                             "lag and GC pauses by generation (a stall's usual suspects)")
     parser.add_argument("--relay", choices=("gateway", "floor"), default="gateway",
                         help="what relays the calls: the gateway as deployed (default) or "
                              "the floor, perf-notes' minimal relay (floor_relay.py), for the "
