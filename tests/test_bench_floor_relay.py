@@ -25,10 +25,11 @@ async def test_the_floor_relays_both_ways(rt_sim: RealtimeSimulator) -> None:
         try:
             assert await leg.wait_agent_audio(15), "no greeting through the floor"
             heard_greeting = len(leg.received_pcm())
-            spoke_at = leg.marks["first_agent_audio"]
-            await leg.play(caller_speech(24000))
-            # The model answers only speech it received: an answer proves the uplink too.
-            assert await leg.wait_agent_audio(20, after=spoke_at + 1.0), "no answer"
+            await leg.play(caller_speech(24000))  # returns once its last frame was sent
+            # The model answers only speech it received, once the caller stops (server VAD):
+            # audio after that proves the uplink too (the unpaced greeting ended long before).
+            assert await leg.wait_agent_audio(20, after=leg.marks["caller_speech_end"]), \
+                "no answer"
             assert len(leg.received_pcm()) > heard_greeting
             assert not is_silent(leg.received_pcm())
         finally:
