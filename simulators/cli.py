@@ -16,6 +16,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from shared import event_loop
+
 log = logging.getLogger("simulators.cli")
 
 SIM_DESCRIPTION = """\
@@ -118,14 +120,9 @@ def register(subparsers: Any) -> None:
 
 def _run(main: Coroutine[Any, Any, None]) -> int:
     """Run until Ctrl-C or SIGTERM (a supervisor's stop), then shut down cleanly."""
-    try:
-        import uvloop  # the simulators drive hundreds of sockets in bench/: much cheaper
-    except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_until_signalled(main))
+        # uvloop: the simulators drive hundreds of sockets in bench/, much cheaper there
+        event_loop.run(_until_signalled(main))
     return 0
 
 

@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from shared import event_loop
+
 SOCKETS = 150
 SENDS_PER_S = 15_000
 FRAME = 960
@@ -59,12 +61,7 @@ def _receive() -> None:
         await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes it
         server.close()
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    event_loop.run(main())
 
 
 def _send(port: int) -> SendCost:

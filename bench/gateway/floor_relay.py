@@ -34,7 +34,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-FRAME = 960  # 20 ms at 24 kHz, 16-bit mono
+from shared import event_loop
+from shared.infobip_media import frame_bytes
+
+FRAME = frame_bytes(24000)  # 20 ms at 24 kHz, the only rate the floor relays
 _DELTA = b'"response.output_audio.delta"'
 _GREETING = orjson.dumps({"type": "response.create"})
 
@@ -94,9 +97,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        import uvloop  # the gateway runs on uvloop too: the comparison stays like for like
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    event_loop.run(main())  # uvloop, like the gateway: the comparison stays like for like

@@ -40,7 +40,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from shared import redis_keys
+from shared import event_loop, redis_keys
 from shared.infobip_media import FRAME_MS, build_connected, frame_bytes, is_clear
 from shared.pcm import read_wav, resample
 from simulators import ASSETS_DIR
@@ -280,12 +280,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    try:
-        import uvloop
-
-        result = uvloop.run(run(args))
-    except ImportError:
-        result = asyncio.run(run(args))
+    result = event_loop.run(run(args))
     print(json.dumps(result))
     return 0
 

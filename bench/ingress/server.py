@@ -17,7 +17,8 @@ import sys
 from aiohttp import web
 
 from services.webhook_ingress.config import IngressSettings
-from services.webhook_ingress.server import loop_factory, serve
+from services.webhook_ingress.server import serve
+from shared.event_loop import loop_factory
 from shared.logging_setup import setup_logging
 
 VARIANTS = ("durable", "single", "noop")

@@ -47,10 +47,9 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import asyncio
-
     from services.media_gateway.config import GatewaySettings
     from services.media_gateway.server import run_gateway
+    from shared import event_loop
     from shared.logging_setup import setup_logging
     from shared.settings import load_settings
 
@@ -60,8 +59,4 @@ def _run(args: argparse.Namespace) -> int:
     ) if value is not None}
     settings = load_settings(GatewaySettings, **overrides)
     setup_logging("media_gateway", settings.log_level, settings.log_format)
-    try:
-        import uvloop  # measured faster for the relay; optional
-    except ImportError:
-        return asyncio.run(run_gateway(settings))
-    return uvloop.run(run_gateway(settings))
+    return event_loop.run(run_gateway(settings))

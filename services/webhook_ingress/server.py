@@ -23,6 +23,7 @@ from aiohttp import web
 from services.webhook_ingress.app import create_app
 from services.webhook_ingress.config import IngressSettings
 from services.webhook_ingress.state import STATE
+from shared.event_loop import loop_factory
 from shared.logging_setup import redact, setup_logging
 
 log = logging.getLogger("callbridge.ingress")
@@ -67,17 +68,6 @@ async def serve(settings: IngressSettings, stop: asyncio.Event | None = None,
                 loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("ingress stopped")
-
-
-def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if not use_uvloop:
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        log.info("uvloop not installed; using asyncio's default loop")
-        return None
-    return uvloop.new_event_loop
 
 
 def run(settings: IngressSettings) -> int:
