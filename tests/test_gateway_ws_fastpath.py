@@ -101,10 +101,8 @@ async def test_media_connection_hands_binary_frames_over_in_order() -> None:
             await client.send('{"event":"websocket:dtmf","digit":"5"}')
             assert await client.recv() == b"\x01\x02" * 480
             assert await client.recv() == '{"action":"clear"}'
-        for _ in range(200):  # bounded: the server sees the close
-            if handlers and handlers[0].state is State.CLOSED:
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: handlers and handlers[0].state is State.CLOSED,
+                         what="the server to see the close")
     assert received == frames
     assert texts == ['{"event":"websocket:connected"}', '{"event":"websocket:dtmf","digit":"5"}']
 
