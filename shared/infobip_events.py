@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 # The spec's examples write offsets without a colon (2026-01-15T12:00:00.000+0000);
 # Python < 3.12 fromisoformat rejects that, so normalise before parsing.
@@ -33,6 +33,13 @@ def format_infobip_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}" + (
         value.strftime("%z") or "+0000"
     )
+
+
+#: An Infobip resource id (call, dialog, conference, bulk): the spec's are UUIDs or hex
+#: strings. Ids end up in URL paths and Redis keys, so anything that could steer a path
+#: (`/`, `?`, `%`, `#`, whitespace) is refused at the door rather than escaped later
+#: (docs/protocol-assumptions.md, "Ids").
+ResourceId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
 
 
 class EventType(StrEnum):
@@ -78,15 +85,15 @@ class Endpoint(_Open):
 class Call(_Open):
     """The call object inside CALL_RECEIVED, CALL_ESTABLISHED, ... and dialog objects."""
 
-    id: str
+    id: ResourceId
     endpoint: Endpoint | None = None
     from_: str | None = Field(None, alias="from")
     to: str | None = None
     direction: str | None = None
     state: str | None = None
-    parent_call_id: str | None = Field(None, alias="parentCallId")
+    parent_call_id: ResourceId | None = Field(None, alias="parentCallId")
     calls_configuration_id: str | None = Field(None, alias="callsConfigurationId")
-    dialog_id: str | None = Field(None, alias="dialogId")
+    dialog_id: ResourceId | None = Field(None, alias="dialogId")
     custom_data: dict[str, str] | None = Field(None, alias="customData")
 
 
@@ -99,17 +106,17 @@ class ErrorCode(_Open):
 class CallLog(_Open):
     """CALL_FINISHED / CALL_FAILED carry only this: note `callId`, not `id`."""
 
-    call_id: str | None = Field(None, alias="callId")
+    call_id: ResourceId | None = Field(None, alias="callId")
     state: str | None = None
-    dialog_id: str | None = Field(None, alias="dialogId")
-    parent_call_id: str | None = Field(None, alias="parentCallId")
+    dialog_id: ResourceId | None = Field(None, alias="dialogId")
+    parent_call_id: ResourceId | None = Field(None, alias="parentCallId")
     duration: int | None = None
     error_code: ErrorCode | None = Field(None, alias="errorCode")
     hangup_source: str | None = Field(None, alias="hangupSource")
 
 
 class Dialog(_Open):
-    id: str
+    id: ResourceId
     state: str | None = None
     parent_call: Call | None = Field(None, alias="parentCall")
     child_call: Call | None = Field(None, alias="childCall")
@@ -130,10 +137,10 @@ class CallsEvent(_Open):
     """The webhook envelope. `type` stays a str so unknown event types validate."""
 
     type: str = Field(..., min_length=1)
-    call_id: str | None = Field(None, alias="callId")
-    dialog_id: str | None = Field(None, alias="dialogId")
-    conference_id: str | None = Field(None, alias="conferenceId")
-    bulk_id: str | None = Field(None, alias="bulkId")
+    call_id: ResourceId | None = Field(None, alias="callId")
+    dialog_id: ResourceId | None = Field(None, alias="dialogId")
+    conference_id: ResourceId | None = Field(None, alias="conferenceId")
+    bulk_id: ResourceId | None = Field(None, alias="bulkId")
     timestamp: datetime | None = None
     calls_configuration_id: str | None = Field(None, alias="callsConfigurationId")
     platform: Platform | None = None

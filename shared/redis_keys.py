@@ -71,6 +71,13 @@ def gateway_heartbeat(gateway_id: str) -> str:
 GATEWAY_WATCH_LOCK = f"{PREFIX}:gateway-watch:leader"
 
 
+def orchestrator_lease(consumer: str) -> str:
+    """String with a short TTL (ORCHESTRATOR_LEASE_S), renewed by a live orchestrator
+    process; its value is the process's instance id. Gone: the process is dead, and its
+    jobs, claims and pending stream entries are taken over."""
+    return f"{PREFIX}:orchestrator:{consumer}:lease"
+
+
 def transfer_claim(call_id: str) -> str:
     """String: SET NX guard so at most one transfer dialog is ever requested for a call."""
     return f"{PREFIX}:transfer-claim:{call_id}"

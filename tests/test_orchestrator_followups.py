@@ -133,7 +133,7 @@ async def test_gateway_hangup_job_is_served(
     """The gateway enqueues `hangup_call` by the contract (its own arq client)."""
     from arq.connections import RedisSettings, create_pool
 
-    from shared.jobs import HANGUP_CALL, job_id
+    from shared.jobs import ARQ_SERIALIZERS, HANGUP_CALL, job_id
 
     sim, _ = sim_ingress
     cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
@@ -141,7 +141,7 @@ async def test_gateway_hangup_job_is_served(
         call = await sim.place_call(CallScript(caller_wav=None, connect_to_media=False,
                                                hangup_after_s=30))
         await wait_until(lambda: created(sim, call.call_id), what="bridged")
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(RedisSettings.from_dsn(redis_url), **ARQ_SERIALIZERS)
         try:
             await pool.enqueue_job(HANGUP_CALL, call.call_id, "agent_hangup",
                                    _job_id=job_id(HANGUP_CALL, call.call_id),

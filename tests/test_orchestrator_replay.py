@@ -20,6 +20,7 @@ from services.call_orchestrator.replay_cli import (
     run_replay,
 )
 from shared import redis_keys
+from shared.jobs import ARQ_SERIALIZERS
 from tests.orchestrator_fixtures import (
     created,
     dialog_posts,
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 async def stack(redis_url: str) -> AsyncIterator[dict[str, Any]]:
     async with sim_stack(redis_url) as parts:
-        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        pool = await create_pool(RedisSettings.from_dsn(redis_url), **ARQ_SERIALIZERS)
         try:
             yield {**parts, "pool": pool}
         finally:
@@ -86,7 +87,8 @@ async def test_replay_range_dry_run_then_real(stack: dict[str, Any], capsys: Any
         assert "ignored (types we do not act on) 3" in out  # DIALOG_CREATED
 
         # After the results expired: the jobs run again and the guards make them no-ops.
-        keys = await redis_client.keys(result_key_prefix + "*")
+        keys = [k async for k in redis_client.scan_iter(match=result_key_prefix + "*",
+                                                        count=100)]
         await redis_client.delete(*keys)
         selected = await replay.select(pool, call_id=calls[0].call_id)
         assert {e.type for e in selected} >= {"CALL_RECEIVED", "DIALOG_ESTABLISHED"}

@@ -20,8 +20,9 @@ from bench.faults.drive import dialogs_of, finish_all, place_calls, post_raw, sc
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, decode
-from services.stack.processes import callbridge_argv
+from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
 from shared import redis_keys
+from shared.redis_server import free_port
 from simulators.infobip import CallScript, InfobipSimulator, SimCall
 
 
@@ -82,8 +83,11 @@ async def duplicates(ctx: Ctx, row: Row) -> None:
     async with ctx.stack("dup-replay", opts) as stack:
         sim = stack.infobip
         assert sim is not None
+        # A third orchestrator dies at its first dialog claim, before its POST: a call's job
+        # is certainly caught mid-way by a death, and its takeover is timed.
+        doomed = await _start_doomed_orchestrator(stack, "bridge.claimed")
         # Half the dialog requests hang 1.5 s at the "platform": jobs are mid-request when
-        # the orchestrator dies (the request still takes effect, like a slow real server).
+        # orchestrator-1 dies (the request still takes effect, like a slow real server).
         sim.faults.delay_next(n // 2, 1.5, path_prefix="/calls/1/dialogs")
         calls = await place_calls(sim, n, lambda: script(hangup_after_s=hangup), rate=10)
         row.events += await _repost(stack.webhook_url, calls, 2, rng, "CALL_RECEIVED")
@@ -91,6 +95,9 @@ async def duplicates(ctx: Ctx, row: Row) -> None:
         t_kill = time.time()
         stack.process("orchestrator-1").send_signal(9)
         row.faults = 1
+        doomed_died = await wait_async(lambda: _dead(doomed), 10, 0.01)
+        t_doomed = time.time()
+        row.faults += 1 if doomed_died else 0
         first, last = await _stream_range(stack)
         code, out = await _replay(stack, first, last)
         row.faults += 1
@@ -103,19 +110,48 @@ async def duplicates(ctx: Ctx, row: Row) -> None:
         row.check("second replay ran", code == 0, out[-300:])
         settled = await wait_async(lambda: _settled(stack), 30, 0.3)
         row.events += sum(len(c.events_posted) for c in calls)
+        unbridged = [c.call_id for c in calls if decode(await stack.redis_client.hget(
+            redis_keys.call_record(c.call_id), "unbridged")) == "1"]
     row.calls = n
     per_call = {c.call_id: dialogs_of(sim, c.call_id) for c in calls}
-    row.lost = sum(1 for v in per_call.values() if v == 0)
+    # A call the orchestrator recorded as never bridged is lost, whatever else happened.
+    row.lost = sum(1 for cid, v in per_call.items() if v == 0 or cid in unbridged)
     row.duplicated = sum(v - 1 for v in per_call.values() if v > 1)
     row.cut = sum(1 for c in calls if c.end_reason != "caller_hangup") + len(unfinished)
     bridged = [c.timeline["media_connected"] for c in calls if "media_connected" in c.timeline]
-    row.recovery_s = round(max(bridged) - t_kill, 2) if bridged else None
+    if bridged:
+        row.notes.append(f"kill -> last call's media up: {max(bridged) - t_kill:.2f} s")
+    row.recovery_s = _death_to_dialog_request(sim, calls, t_doomed)
+    row.check("the third orchestrator died at its kill point, holding a call", doomed_died
+              and row.recovery_s is not None, "it never reached its first dialog claim"
+              if not doomed_died else "no call was waiting for a dialog when it died")
+    killed_1 = _death_to_dialog_request(sim, calls, t_kill)
+    row.notes.append("orchestrator-1 SIGKILLed at the first dialog request: "
+                     + (f"death -> dialog request {killed_1:.2f} s for the calls it held"
+                        if killed_1 is not None else "it held no call before its POST"))
     row.check("exactly one dialog per call", row.lost == 0 and row.duplicated == 0,
-              f"dialogs per call {sorted(per_call.values())}")
+              f"dialogs per call {sorted(per_call.values())}, recorded never bridged: "
+              f"{len(unbridged)}")
     row.check("calls not cut", row.cut == 0,
               str([(c.call_id[:8], c.end_reason) for c in calls
                    if c.end_reason != "caller_hangup"]))
     row.check("work settled", settled, "arq queue or consumer group not drained in 30 s")
+
+
+def _death_to_dialog_request(sim: InfobipSimulator, calls: list[SimCall],
+                             t_kill: float) -> float | None:
+    """Worker death -> dialog request, for the calls that were already ringing when the
+    worker died but had no dialog request yet (the work the dead worker may have held):
+    the longest of those waits, or None when there was no such call."""
+    waits = []
+    for call in calls:
+        if call.timeline.get("webhook_sent", t_kill) >= t_kill:
+            continue
+        times = [r.at for r in sim.dialog_requests
+                 if isinstance(r.json, dict) and r.json.get("parentCallId") == call.call_id]
+        if times and min(times) > t_kill:
+            waits.append(min(times) - t_kill)
+    return round(max(waits), 2) if waits else None
 
 
 #: An early request of another call arriving this soon after the announcement was already in
@@ -141,6 +177,22 @@ def _early(sim: InfobipSimulator) -> tuple[list[str], int]:
         else:
             in_flight += 1
     return violations, in_flight
+
+
+async def _start_doomed_orchestrator(stack: FaultStack, kill_at: str) -> ManagedProcess:
+    """One more orchestrator (outside the LB plan), armed to SIGKILL itself at `kill_at`."""
+    port = free_port()
+    proc = stack.supervisor.start(ProcessSpec(
+        name="orchestrator-doomed", argv=callbridge_argv("orchestrator"),
+        env={**stack.service_env(), "ORCHESTRATOR_METRICS_PORT": str(port),
+             "ORCHESTRATOR_KILL_AT": kill_at},
+        ready_url=f"http://127.0.0.1:{port}/readyz"))
+    await proc.wait_ready(30)
+    return proc
+
+
+async def _dead(proc: ManagedProcess) -> bool:
+    return not proc.alive()
 
 
 async def _any_dialog_request(stack: FaultStack) -> bool:

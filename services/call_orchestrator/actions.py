@@ -22,7 +22,6 @@ from shared.infobip_calls import ChildCallRequest, DialogRequest, PhoneEndpoint
 
 from . import call_record
 from .dialogs import claim_or_resolve, post_dialog
-from .idempotency import Claim
 from .runtime import Runtime
 
 log = logging.getLogger("callbridge.orchestrator.actions")
@@ -72,7 +71,7 @@ async def transfer(rt: Runtime, call_id: str, reason: str, owner: str) -> str:
     if child and not record.get("child_hungup_at"):
         await rt.api.hangup_call(base, child, "NORMAL_HANGUP")
         await call_record.update(rt.redis, call_id, child_hungup_at=call_record.now_ms())
-    claim = Claim(rt.redis, redis_keys.transfer_claim(call_id), owner)
+    claim = rt.claim(redis_keys.transfer_claim(call_id), owner)
     decision = await claim_or_resolve(rt, claim, base, call_id,
                                       not_this_dialog=record.get("dialog_id"))
     if decision.action == "gone":

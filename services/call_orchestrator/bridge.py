@@ -29,8 +29,8 @@ from shared.infobip_events import CallsEvent
 from . import call_record
 from .calls_api import DIALOGS_SCOPE
 from .dialogs import claim_or_resolve, post_dialog
-from .idempotency import Claim
-from .metrics import DIALOG_LATENCY
+from .kill_points import kill_point
+from .metrics import DIALOG_LATENCY, UNBRIDGED
 from .runtime import Runtime
 
 log = logging.getLogger("callbridge.orchestrator.bridge")
@@ -58,25 +58,30 @@ async def store_media_token(rt: Runtime, call_id: str, profile: str) -> str:
 
 
 async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: str) -> str:
-    """Returns the job outcome: "ok" (dialog created), "noop" (already bridged or ended),
-    "resolved" (an earlier attempt's dialog was found at the Calls API)."""
+    """Returns the job outcome: "ok" (dialog created), "noop" (already bridged),
+    "resolved" (an earlier attempt's dialog was found at the Calls API), "unbridged" (the
+    call ended first: recorded as such, `unbridged=1` in the call record)."""
     call_id = event.subject_call_id()
     if not call_id:
         raise ValueError("CALL_RECEIVED without a call id")
+    kill_point("bridge.started")
     props = event.properties
-    base = props.api_base_url or None
+    # Checked once per event (api_hosts.py): every request below, and the hang-ups and
+    # transfers that follow the recorded URL, use the safe one.
+    base = rt.api.base(props.api_base_url)
     call = props.call
     profile = rt.profiles.choose(
         call.to if call else None,
         event.calls_configuration_id or (call.calls_configuration_id if call else None))
 
     # One round trip: "already bridged or ended?" and the claim (idempotency.py).
-    claim = Claim(rt.redis, redis_keys.dialog_claim(call_id), owner)
+    claim = rt.claim(redis_keys.dialog_claim(call_id), owner)
     decision = await claim_or_resolve(rt, claim, base, call_id,
                                       record_key=redis_keys.call_record(call_id))
+    kill_point("bridge.claimed")
     now = call_record.now_ms()
     if decision.action == "done":
-        log.info("call already bridged or ended; nothing to do")
+        log.info("call already bridged; nothing to do")
         return "noop"
     if decision.action == "exists":
         assert decision.dialog_id is not None
@@ -85,10 +90,14 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         log.warning("an earlier attempt's dialog exists at the Calls API; recorded it",
                     extra={"dialog_id": decision.dialog_id})
         return "resolved"
-    if decision.action == "gone":
+    if decision.action in ("gone", "ended"):
         await call_record.mark_ended(rt.redis, call_id, "ended_before_bridge")
-        log.info("call ended before it could be bridged")
-        return "noop"
+        # Not a quiet success: a caller rang and was never put through (a lost call).
+        await call_record.update(rt.redis, call_id, unless_ended=False, unbridged="1")
+        UNBRIDGED.inc()
+        log.warning("call ended before it could be bridged: the caller was never put "
+                    "through")
+        return "unbridged"
 
     # One round trip's time for three independent things: the token, the record, and
     # whether a shared Retry-After currently holds dialog creation (throttle.py).
@@ -96,7 +105,7 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         store_media_token(rt, call_id, profile.name),
         call_record.update(
             rt.redis, call_id, "dialog_requested", profile=profile.name,
-            api_base_url=rt.api.base(base), transfer_number=profile.transfer_number or "",
+            api_base_url=base, transfer_number=profile.transfer_number or "",
             received_at=received_at or now, dialog_requested_at=now),
         rt.api.gate_wait_s(DIALOGS_SCOPE))
     request = build_media_dialog(call_id, rt.settings.infobip_media_stream_config_id, token,
@@ -104,6 +113,7 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
     if received_at:
         DIALOG_LATENCY.observe(max(0.0, time.time() - int(received_at) / 1000))
     dialog = await post_dialog(rt, claim, base, request, gate_checked=gate_wait <= 0)
+    kill_point("bridge.posted")
     fields = {"dialog_id": dialog.id, "dialog_created_at": call_record.now_ms()}
     if dialog.child_call is not None:
         fields["child_call_id"] = dialog.child_call.id

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 
 from shared.infobip_calls import DialogRequest, DialogResponse, parse_error_body
 
+from .api_hosts import DEFAULT_API_HOSTS, ApiBasePolicy
 from .metrics import API_LATENCY
 from .throttle import ThrottleGate
 
@@ -85,12 +89,43 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+def path_segment(value: str) -> str:
+    """An id as one URL path segment: `../x?y` can never steer a request to another path
+    (ids are also validated at the door, shared/infobip_events.py; this is the second wall)."""
+    return quote(value, safe="")
+
+
+#: Awaited right before a request's bytes are written (idempotency: Claim.mark_posting).
+BeforeSend = Callable[[], Awaitable[Any]]
+
+
+def _before_send_trace() -> aiohttp.TraceConfig:
+    """Run a request's `before_send` hook when its connection is ready: aiohttp awaits these
+    trace signals at the end of `connector.connect()`, after which it writes the request
+    with no further await. A crash-recovery note written there ("this POST may now reach
+    the platform") is written after every wait that can be long (throttle gate, connection
+    pool, TCP connect) and before anything leaves (https://docs.aiohttp.org/en/stable/
+    tracing_reference.html)."""
+
+    async def ready(_session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                    _params: object) -> None:
+        hook = (ctx.trace_request_ctx or {}).get("before_send")
+        if hook is not None:
+            await hook()
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(ready)
+    trace.on_connection_reuseconn.append(ready)
+    return trace
+
+
 class CallsApi:
     """One shared aiohttp session; each method takes the call's base URL (apiBaseUrl)."""
 
     def __init__(self, api_key: str, default_base_url: str, timeout_s: float,
-                 gate: ThrottleGate, throttle_max_wait_s: float = 2.0) -> None:
-        self._default_base = default_base_url.rstrip("/")
+                 gate: ThrottleGate, throttle_max_wait_s: float = 2.0,
+                 allowed_hosts: Sequence[str] = DEFAULT_API_HOSTS) -> None:
+        self._policy = ApiBasePolicy(default_base_url, allowed_hosts)
         self._headers = {"Authorization": f"App {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -99,7 +134,9 @@ class CallsApi:
         self._session: aiohttp.ClientSession | None = None
 
     def base(self, api_base_url: str | None) -> str:
-        return (api_base_url or self._default_base).rstrip("/")
+        """Where a request for a call goes: every request passes here, so the key reaches
+        only Infobip's hosts whatever a webhook said (api_hosts.py)."""
+        return self._policy.choose(api_base_url)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -111,7 +148,8 @@ class CallsApi:
             self._session = aiohttp.ClientSession(
                 headers=self._headers, timeout=self._timeout, json_serialize=lambda o:
                 orjson.dumps(o).decode(),
-                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30))
+                connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=30),
+                trace_configs=[_before_send_trace()])
         return self._session
 
     async def gate_wait_s(self, scope: str) -> float:
@@ -134,13 +172,17 @@ class CallsApi:
     async def _request(self, method: str, url: str, endpoint: str, scope: str,
                        body: dict[str, Any] | None = None,
                        ok: tuple[int, ...] = (200, 201),
-                       gate_checked: bool = False) -> tuple[int, Any]:
+                       gate_checked: bool = False,
+                       before_send: BeforeSend | None = None) -> tuple[int, Any]:
         if not gate_checked:
             await self._respect_gate(scope, endpoint)
         started = time.perf_counter()
         status_label = "error"
         try:
-            async with self._client().request(method, url, json=body) as resp:
+            async with self._client().request(
+                    method, url, json=body,
+                    trace_request_ctx={"before_send": before_send} if before_send else None
+            ) as resp:
                 status_label = str(resp.status)
                 raw = await resp.read()
                 try:
@@ -165,18 +207,20 @@ class CallsApi:
             API_LATENCY.labels(endpoint, status_label).observe(time.perf_counter() - started)
 
     async def create_dialog(self, api_base_url: str | None, request: DialogRequest,
-                            gate_checked: bool = False) -> DialogResponse:
+                            gate_checked: bool = False,
+                            before_send: BeforeSend | None = None) -> DialogResponse:
         """POST /calls/1/dialogs. `gate_checked`: the caller saw the dialogs gate open
-        (`gate_wait_s(DIALOGS_SCOPE) == 0`) just before."""
+        (`gate_wait_s(DIALOGS_SCOPE) == 0`) just before. `before_send`: awaited once the
+        connection is ready, right before the request is written (see _before_send_trace)."""
         url = f"{self.base(api_base_url)}/calls/1/dialogs"
         _, data = await self._request("POST", url, "POST /calls/1/dialogs", DIALOGS_SCOPE,
                                       request.to_wire(), ok=(200, 201),
-                                      gate_checked=gate_checked)
+                                      gate_checked=gate_checked, before_send=before_send)
         return DialogResponse.model_validate(data)
 
     async def get_call(self, api_base_url: str | None, call_id: str) -> dict[str, Any] | None:
         """The call object, or None when the platform does not know it (404)."""
-        url = f"{self.base(api_base_url)}/calls/1/calls/{call_id}"
+        url = f"{self.base(api_base_url)}/calls/1/calls/{path_segment(call_id)}"
         try:
             _, data = await self._request("GET", url, "GET /calls/1/calls/{id}",
                                           f"calls/{call_id}")
@@ -189,7 +233,7 @@ class CallsApi:
     async def hangup_call(self, api_base_url: str | None, call_id: str,
                           error_code: str = "NORMAL_HANGUP") -> bool:
         """Hang a call up; False when it is already gone (404), which is the goal anyway."""
-        url = f"{self.base(api_base_url)}/calls/1/calls/{call_id}/hangup"
+        url = f"{self.base(api_base_url)}/calls/1/calls/{path_segment(call_id)}/hangup"
         try:
             await self._request("POST", url, "POST /calls/1/calls/{id}/hangup",
                                 f"calls/{call_id}/hangup", {"errorCode": error_code})

@@ -131,9 +131,11 @@ def _run_tool(body: Callable[[Any], Awaitable[int]]) -> int:
     async def main() -> int:
         from arq.connections import RedisSettings, create_pool
 
+        from shared.jobs import ARQ_SERIALIZERS
+
         rs = RedisSettings.from_dsn(settings.redis_url)
         rs.conn_retries = 0
-        redis = await create_pool(rs)
+        redis = await create_pool(rs, **ARQ_SERIALIZERS)
         try:
             return await body(redis)
         finally:
@@ -143,7 +145,8 @@ def _run_tool(body: Callable[[Any], Awaitable[int]]) -> int:
         return asyncio.run(main())
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         sys.stderr.write(
-            f"callbridge: cannot reach Redis at {redact(settings.redis_url)} ({exc}).\n"
+            f"callbridge: cannot reach Redis at {redact(settings.redis_url)} "
+            f"({redact(str(exc))}).\n"
             "Check REDIS_URL (environment or .env) and that Redis is running, then retry.\n")
         return 3
 

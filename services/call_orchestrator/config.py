@@ -7,9 +7,14 @@ orchestrator process serving ~50 new calls/s; the retry budget (base 0.5 s, cap 
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings, InfobipSettings
+
+from .api_hosts import DEFAULT_API_HOSTS
 
 
 class OrchestratorSettings(CommonSettings, InfobipSettings):
@@ -20,6 +25,11 @@ class OrchestratorSettings(CommonSettings, InfobipSettings):
     media_token_ttl_s: int = Field(120, ge=5, description="lifetime of a one-time media token")
     infobip_request_timeout_s: float = Field(
         5.0, gt=0, description="total timeout of one Calls API request")
+    infobip_api_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_API_HOSTS),
+        description="hosts (comma separated, `*.` for subdomains) a webhook's apiBaseUrl may "
+        "name for the API key to be sent there (https, port 443); any other apiBaseUrl is "
+        "replaced by INFOBIP_BASE_URL, logged and counted")
 
     # Retries (retry.py): exponential backoff with full jitter, Retry-After as a floor.
     orchestrator_retry_base_s: float = Field(0.5, gt=0)
@@ -50,6 +60,12 @@ class OrchestratorSettings(CommonSettings, InfobipSettings):
         15.0, gt=0, description="XAUTOCLAIM entries a dead consumer left pending this long")
     orchestrator_claim_interval_s: float = Field(5.0, gt=0)
 
+    # Liveness (lease.py): how soon another process takes over a dead one's work.
+    orchestrator_lease_s: float = Field(
+        1.5, ge=0.3, le=30, description="a process that has not renewed its lease this long "
+        "is dead: its running jobs, its dialog claims and its pending stream entries are "
+        "taken over (renewed every third of it)")
+
     # Gateway-loss watch.
     orchestrator_gateway_check_s: float = Field(1.0, gt=0)
 
@@ -57,11 +73,20 @@ class OrchestratorSettings(CommonSettings, InfobipSettings):
     orchestrator_metrics_host: str = "127.0.0.1"
     orchestrator_metrics_port: int = Field(9101, ge=0, le=65535)
 
+    @field_validator("infobip_api_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
     @model_validator(mode="after")
     def _check_timeouts(self) -> OrchestratorSettings:
         # A job makes at most three sequential API requests (hang up the media leg, look
         # the call up, create a dialog); its arq timeout must outlast them or arq would
         # fail (not retry) it.
+        if self.orchestrator_lease_s >= self.orchestrator_job_timeout_s:
+            raise ValueError("ORCHESTRATOR_LEASE_S must be shorter than ORCHESTRATOR_JOB_TIMEOUT_S")
         if self.orchestrator_job_timeout_s < 3 * self.infobip_request_timeout_s + 1:
             raise ValueError(
                 "ORCHESTRATOR_JOB_TIMEOUT_S must be at least 3 x INFOBIP_REQUEST_TIMEOUT_S + 1")

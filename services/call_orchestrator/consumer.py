@@ -1,10 +1,13 @@
 """Events stream -> arq jobs, through the consumer group (`EVENTS_STREAM`, `EVENTS_GROUP`).
 
 Delivery guarantees: an entry is acknowledged (XACK) only after its job is in the arq queue,
-so a consumer that dies in between leaves it pending; pending entries idle longer than
-ORCHESTRATOR_CLAIM_IDLE_S are taken over with XAUTOCLAIM (at start and periodically) by any
-live consumer. Re-enqueueing such an entry is harmless: its job id is deterministic
-(`idempotency.event_job_id`), so arq refuses a job that already exists. Event types the
+so a consumer that dies in between leaves it pending. Pending entries are taken over by a
+live consumer in two ways: those of a consumer whose process lost its lease (lease.py: dead
+within ORCHESTRATOR_LEASE_S) with XCLAIM as soon as that is seen (`take_over_dead`, every
+third of a lease); and, as a backstop for anything else, those idle longer than
+ORCHESTRATOR_CLAIM_IDLE_S with XAUTOCLAIM (at start and periodically). Re-enqueueing such
+an entry is harmless: its job id is deterministic (`idempotency.event_job_id`), so arq
+refuses a job that already exists. Event types the
 orchestrator does not act on are acknowledged without a job (logged at debug).
 """
 
@@ -26,6 +29,8 @@ from shared.jobs import HANDLE_EVENT
 
 from .handlers import is_handled
 from .idempotency import event_job_id
+from .kill_points import kill_point
+from .lease import alive
 from .metrics import EVENTS
 from .runtime import Runtime
 
@@ -33,6 +38,25 @@ log = logging.getLogger("callbridge.orchestrator.consumer")
 
 #: Bound on XAUTOCLAIM pages per pass (100 entries each).
 MAX_CLAIM_PAGES = 50
+
+
+#: XGROUP DELCONSUMER drops the consumer's pending entries with it, so it must run only if,
+#: at that instant, the consumer still holds nothing and still has no lease: atomically, or
+#: a consumer that read entries between our look and our delete would lose them.
+_FORGET_IF_EMPTY = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending = nil, nil
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+  end
+  if name == ARGV[2] then
+    if pending == 0 then return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) end
+    return 0
+  end
+end
+return 0
+"""
 
 
 def default_consumer_name() -> str:
@@ -149,11 +173,62 @@ class StreamConsumer:
                 break
         return total
 
+    async def take_over_dead(self, min_idle_ms: int) -> int:
+        """XCLAIM the pending entries of consumers whose process holds no lease (dead), idle
+        at least `min_idle_ms` (one lease: older than the dead process's last renewal), and
+        enqueue them. Bounded: XINFO CONSUMERS lists the group's consumers, 100 entries a
+        consumer a pass."""
+        consumers = await self.redis.xinfo_consumers(redis_keys.EVENTS_STREAM,
+                                                     redis_keys.EVENTS_GROUP)
+        names = [_s(c["name"]) for c in consumers if _s(c["name"]) != self.name]
+        pending_of = {_s(c["name"]): int(c.get("pending") or 0) for c in consumers}
+        total = 0
+        for name, is_alive in zip(names, await alive(self.redis, names), strict=True):
+            if is_alive:
+                continue
+            if not pending_of[name]:
+                # A dead consumer that holds nothing: forget it, or every restart of every
+                # process (a new <hostname>-<pid>) would stay in the group forever.
+                await self.redis.eval(_FORGET_IF_EMPTY, 2, redis_keys.EVENTS_STREAM,
+                                      redis_keys.orchestrator_lease(name),
+                                      redis_keys.EVENTS_GROUP, name)
+                continue
+            pending = await self.redis.xpending_range(
+                redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, min="-", max="+",
+                count=100, consumername=name, idle=min_idle_ms)
+            ids = [p["message_id"] for p in pending]
+            if not ids:
+                continue
+            entries = await self.redis.xclaim(redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP,
+                                              self.name, min_idle_time=min_idle_ms,
+                                              message_ids=ids)
+            if entries:
+                log.warning("took over %d entries left pending by dead consumer %s",
+                            len(entries), name)
+                total += await self.process(entries)
+        return total
+
+    async def watch_dead(self, lease_s: float) -> None:
+        """`take_over_dead` every third of a lease until stopped (a task of its own, so a
+        blocking XREADGROUP does not delay it)."""
+        while not self._stopping.is_set():
+            try:
+                await self.take_over_dead(int(lease_s * 1000))
+            except (RedisError, OSError) as exc:
+                log.debug("dead-consumer check failed (%s); the read loop reports Redis "
+                          "trouble", exc)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), lease_s / 3)
+            except TimeoutError:
+                pass
+
     async def process(self, entries: list[Any]) -> int:
         """Enqueue a job per entry (new calls first, all concurrently), then acknowledge
         the whole batch. Only the latency of CALL_RECEIVED is user-visible (the caller is
         ringing); follow-ups are bookkeeping and may wait a few milliseconds."""
         ids = [entry_id for entry_id, _ in entries]
+        if ids:
+            kill_point("consumer.read")
         jobs = []
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream while pending

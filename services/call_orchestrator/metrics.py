@@ -54,6 +54,15 @@ STREAM_PENDING = Gauge("callbridge_orchestrator_stream_pending", "Entries delive
                        "acknowledged (XINFO GROUPS pending)", registry=REGISTRY)
 DEAD_LETTERS = Gauge("callbridge_orchestrator_dead_letters", "Entries in the dead-letter stream",
                      registry=REGISTRY)
+API_BASE_REFUSED = Counter(
+    "callbridge_orchestrator_api_base_refused_total",
+    "Webhook apiBaseUrl values not used (not Infobip's: the configured base URL was used "
+    "instead), by reason (malformed, not_https, port, path, userinfo, host)",
+    ["reason"], registry=REGISTRY)
+UNBRIDGED = Counter("callbridge_orchestrator_calls_unbridged_total",
+                    "Calls that ended before a dialog could be created for them (the caller "
+                    "hung up while their call was still waiting to be bridged)",
+                    registry=REGISTRY)
 GATEWAYS_LOST = Counter("callbridge_orchestrator_gateway_sessions_lost_total",
                         "Calls of crashed gateways handed to hangup/transfer",
                         registry=REGISTRY)

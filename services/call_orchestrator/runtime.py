@@ -20,6 +20,8 @@ from shared.profiles import ProfileBook
 
 from .calls_api import CallsApi
 from .config import OrchestratorSettings
+from .idempotency import Claim
+from .lease import ProcessLease
 from .retry import RetryPolicy
 
 log = logging.getLogger("callbridge.orchestrator")
@@ -37,6 +39,14 @@ class Runtime:
     profiles: ProfileBook
     policy: RetryPolicy
     submitter: Submitter | None = None
+    #: This process's liveness (lease.py); None in tools that only enqueue (replay).
+    lease: ProcessLease | None = None
+
+    def claim(self, key: str, owner: str) -> Claim:
+        """A claim on a side effect, owned by job attempt `owner` of this process: other
+        processes see it held only while this process holds its lease."""
+        return Claim(self.redis, key, owner,
+                     self.lease.claim_fields() if self.lease is not None else None)
 
     async def enqueue(self, function: str, *args: Any, job_id: str) -> bool:
         """Enqueue `function(*args)` as job `job_id`; False when that id already exists."""

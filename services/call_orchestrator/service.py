@@ -19,12 +19,15 @@ import signal
 from aiohttp import web
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
+from shared.jobs import ARQ_SERIALIZERS
 from shared.profiles import load_profiles
 
 from .calls_api import CallsApi
 from .config import OrchestratorSettings
-from .consumer import StreamConsumer
+from .consumer import StreamConsumer, default_consumer_name
 from .gateway_watch import GatewayWatch
+from .kill_points import warn_if_armed
+from .lease import ProcessLease
 from .metrics import bound_port, gauge_loop, start_health_server
 from .retry import RetryPolicy
 from .runtime import Runtime
@@ -37,13 +40,13 @@ log = logging.getLogger("callbridge.orchestrator")
 async def connect_redis(url: str) -> ArqRedis:
     settings = RedisSettings.from_dsn(url)
     settings.conn_retries = 2
-    return await create_pool(settings)
+    return await create_pool(settings, **ARQ_SERIALIZERS)
 
 
 async def build_runtime(settings: OrchestratorSettings, redis: ArqRedis) -> Runtime:
     api = CallsApi(settings.infobip_api_key.get_secret_value(), settings.infobip_base_url,
                    settings.infobip_request_timeout_s, ThrottleGate(redis),
-                   settings.orchestrator_throttle_max_wait_s)
+                   settings.orchestrator_throttle_max_wait_s, settings.infobip_api_hosts)
     policy = RetryPolicy(settings.orchestrator_retry_base_s, settings.orchestrator_retry_cap_s,
                          settings.orchestrator_retry_max_attempts)
     return Runtime(settings, redis, api, load_profiles(settings.agent_profiles_file), policy)
@@ -64,6 +67,7 @@ class Orchestrator:
         self._runner: web.AppRunner | None = None
         self._watch: GatewayWatch | None = None
         self._consumer_task: asyncio.Task[None] | None = None
+        self._lease: ProcessLease | None = None
         self._draining = False
         self.port = 0
 
@@ -75,15 +79,23 @@ class Orchestrator:
 
     async def start(self) -> None:
         s = self.settings
+        warn_if_armed()
         redis = await connect_redis(s.redis_url)
         self.rt = rt = await build_runtime(s, redis)
+        name = self.consumer_name or s.orchestrator_consumer_name or default_consumer_name()
+        # Alive before anything is claimed or read: others judge our claims by this lease.
+        rt.lease = self._lease = ProcessLease(redis, name, s.orchestrator_lease_s)
+        await self._lease.renew()
+        self._tasks.append(asyncio.create_task(self._lease.run(), name="lease"))
         self.worker = build_worker(rt, redis)
         self.worker.main_task = asyncio.create_task(self.worker.main(), name="arq-worker")
         self._tasks.append(self.worker.main_task)
-        self.consumer = StreamConsumer(rt, self.consumer_name)
+        self.consumer = StreamConsumer(rt, name)
         self._watch = GatewayWatch(rt)
         self._consumer_task = asyncio.create_task(self.consumer.run(), name="stream-consumer")
         self._tasks += [self._consumer_task,
+                        asyncio.create_task(self.consumer.watch_dead(s.orchestrator_lease_s),
+                                            name="dead-consumers"),
                         asyncio.create_task(self._watch.run(), name="gateway-watch"),
                         asyncio.create_task(gauge_loop(redis), name="gauges")]
         if self.metrics_enabled:
@@ -123,6 +135,9 @@ class Orchestrator:
             await self._runner.cleanup()
         if self.rt is not None:
             await self.rt.api.close()
+        if self._lease is not None:
+            # Last thing before the pool closes: what is left pending is taken over now.
+            await self._lease.release()
         if worker is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await worker.close()  # cancels what did not finish; closes the Redis pool

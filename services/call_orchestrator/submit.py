@@ -25,6 +25,8 @@ from arq.constants import (
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
+from shared.jobs import serialize_job as serialize_job_json
+
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return -1 end
 redis.call('PSETEX', KEYS[1], ARGV[4], ARGV[2])
@@ -43,7 +45,7 @@ async def submit(redis: Any, queue: str, function: str, args: tuple[Any, ...], j
     """(DUPLICATE | QUEUED | TAKEN, score). TAKEN: the caller must now run the job (its
     in-progress key is set for `take_for_ms`)."""
     now = timestamp_ms()
-    payload = serialize_job(function, args, {}, None, now)
+    payload = serialize_job(function, args, {}, None, now, serializer=serialize_job_json)
     result = await redis.eval(
         _SUBMIT, 4, job_key_prefix + job_id, result_key_prefix + job_id, queue,
         in_progress_key_prefix + job_id, job_id, payload, str(now), str(expires_extra_ms),

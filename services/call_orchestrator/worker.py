@@ -14,10 +14,11 @@ enqueued by *other* processes (the gateway's hangups, `callbridge replay`) and d
 retries are found by the normal poll. When the worker is full or shutting down the job is
 only queued, and the poll picks it up.
 
-`in_progress_timeout_s`: arq keeps a job's in-progress key for job timeout + 10 s; a job
-whose process was SIGKILLed is re-run only after that key expires. We shorten the grace
-to a few seconds so a killed worker's call is recovered sooner (the claim lease in
-idempotency.py covers the rest).
+`in_progress_timeout_s`: arq keeps a job's in-progress key for job timeout + 10 s, and a job
+whose process was SIGKILLed is re-run only after that key expires: 40 s by default, far past
+a ringing caller's patience. Here the key lives one process lease (ORCHESTRATOR_LEASE_S)
+and this process renews it for as long as the job runs (lease.py), so a dead process's
+jobs are startable by another worker one lease after its death.
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 
 from shared import redis_keys
-from shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL
+from shared.jobs import (
+    ARQ_SERIALIZERS,
+    HANDLE_EVENT,
+    HANGUP_CALL,
+    TRANSFER_CALL,
+    deserialize_job,
+    serialize_job,
+)
 
 from . import jobs
 from .config import OrchestratorSettings
@@ -37,18 +45,18 @@ from .metrics import LOCAL_STARTS
 from .runtime import Runtime
 from .submit import DUPLICATE, TAKEN, submit
 
-#: Seconds the in-progress key outlives the job timeout (arq's default is 10).
-IN_PROGRESS_GRACE_S = 3.0
-
 
 class OrchestratorWorker(Worker):
-    """arq Worker that runs, at once, jobs this process enqueued and claimed (submit.py)."""
+    """arq Worker that runs, at once, jobs this process enqueued and claimed (submit.py),
+    and whose jobs' in-progress keys live one lease, renewed while they run (lease.py)."""
 
-    def __init__(self, *args: Any, in_progress_grace_s: float = IN_PROGRESS_GRACE_S,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lease_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        max_timeout = max(f.timeout_s or self.job_timeout_s for f in self.functions.values())
-        self.in_progress_timeout_s = (max_timeout or 0) + in_progress_grace_s
+        self.in_progress_timeout_s = lease_s
+
+    def running_job_ids(self) -> list[str]:
+        """Jobs this process is running now (their in-progress keys must be renewed)."""
+        return [job_id for job_id, task in self.tasks.items() if not task.done()]
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
         """arq's poll hands over every id in the queue, including jobs this process is
@@ -109,7 +117,11 @@ def build_worker(rt: Runtime, redis: ArqRedis) -> OrchestratorWorker:
         ctx={"rt": rt},
         log_results=False,
         health_check_interval=30,
+        lease_s=s.orchestrator_lease_s,
+        **ARQ_SERIALIZERS,
     )
+    if rt.lease is not None:
+        rt.lease.track_jobs(worker.running_job_ids)
     if s.orchestrator_local_start:
         rt.submitter = worker.submit
     return worker
@@ -124,6 +136,8 @@ class WorkerSettings:
                  func(jobs.transfer_call, name=TRANSFER_CALL, max_tries=jobs.ARQ_MAX_TRIES)]
     queue_name = redis_keys.JOB_QUEUE
     max_tries = jobs.ARQ_MAX_TRIES
+    job_serializer = staticmethod(serialize_job)
+    job_deserializer = staticmethod(deserialize_job)
     redis_settings = RedisSettings.from_dsn(os.environ.get("REDIS_URL",
                                                            "redis://127.0.0.1:6379/0"))
 
