@@ -9,7 +9,7 @@
 #   2. start dockerd when no engine answers (log: /var/log/callbridge-dockerd.log)
 #   3. base images from Debian packages (deploy/offline-images.sh; skips present ones)
 #   4. the project's wheels on the host (deploy/build-wheels.sh), `docker build` (offline)
-#   5. `docker-compose --compatibility up -d`: Redis (AOF), HAProxy, ingress x2,
+#   5. `docker-compose --compatibility up -d`: Redis (AOF, password), HAProxy, ingress x2,
 #      orchestrator x2, gateway x2; wait for every health check; `docker-compose ps`
 #   6. tests/test_containers_lb.py against the containers (simulators on the host)
 #   7. `docker-compose down -v`, also on failure or Ctrl-C
@@ -112,6 +112,10 @@ export OPENAI_REALTIME_URL="ws://host.docker.internal:${CALLBRIDGE_SIM_OPENAI_PO
 export INFOBIP_API_KEY=sim-infobip-key OPENAI_API_KEY=sk-sim-openai
 export INFOBIP_MEDIA_STREAM_CONFIG_ID=""   # the test creates it at the simulated account
 export REDIS_APPENDFSYNC=always            # the durability checks assert zero loss
+# compose.yaml requires both secrets; fresh ones each run (hex: URL-safe in REDIS_URL).
+REDIS_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(24))'); export REDIS_PASSWORD
+export WEBHOOK_BASIC_USER=infobip
+WEBHOOK_BASIC_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(24))'); export WEBHOOK_BASIC_PASSWORD
 export DRAIN_TIMEOUT_S=120                 # bounded in CI; compose's default is 600
 export CALLBRIDGE_COMPOSE="docker-compose --compatibility"
 COMPOSE=(docker-compose --compatibility)

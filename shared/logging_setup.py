@@ -17,13 +17,32 @@ import orjson
 
 call_id_var: ContextVar[str | None] = ContextVar("call_id", default=None)
 
-_URL_CREDENTIALS = re.compile(r"(\w+://)([^:/@\s]+):([^@/\s]+)@")
+#: scheme://userinfo@ — userinfo greedy up to the authority's last `@` (a password with a raw
+#: `@` in it is still one password), never past `/`, `?`, `#` or whitespace.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#]*)@")
+#: `password=...` and its relatives in query strings (redis-py reads `?password=`).
+_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;](?:password|passwd|pwd|pass|token|access_token|secret|api_?key|apikey"
+    r"|key|auth|sig|signature)=)(?P<value>[^&#\s]+)", re.IGNORECASE)
+#: A user name alone that looks like a credential (a token used as the user, as in
+#: https://<token>@host): long, or letters and digits mixed.
+_TOKEN_LIKE = re.compile(r"^(?=.*\d)(?=.*[A-Za-z]).{8,}$|^.{16,}$")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def _redact_userinfo(match: re.Match[str]) -> str:
+    userinfo = match["userinfo"]
+    user, colon, _password = userinfo.partition(":")
+    if colon:
+        return f"{match['scheme']}{user}:***@"
+    return f"{match['scheme']}{'***' if _TOKEN_LIKE.match(user) else user}@"
+
+
 def redact(text: str) -> str:
-    """Hide `user:password@` in URLs (e.g. redis://:secret@host)."""
-    return _URL_CREDENTIALS.sub(r"\1\2:***@", text)
+    """Hide credentials in URLs: `user:password@` and `:password@` (redis://, rediss://,
+    https://...), a token used as the user name, and `password=` (and relatives) in query
+    strings. The user name stays when it is a plain name: it helps and is not secret."""
+    return _QUERY_SECRET.sub(r"\g<name>***", _URL_USERINFO.sub(_redact_userinfo, text))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,9 +64,10 @@ class JsonFormatter(logging.Formatter):
             entry["call_id"] = call_id
         for key, value in record.__dict__.items():
             if key not in _STANDARD and key not in entry and not key.startswith("_"):
-                entry[key] = value
+                # Extra fields are a way around the message's redaction: guard them too.
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return orjson.dumps(entry, default=str).decode()
 
 

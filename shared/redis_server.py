@@ -3,6 +3,11 @@
 Tests need a Redis they own so fault tests can stop, kill and restart it; the demo needs one
 when REDIS_URL is not set. The data dir survives `restart()`, so with AOF on an acknowledged
 write survives a SIGKILL (the fault suite's Redis scenario).
+
+A password (`requirepass`) goes into a config file readable only by us, never onto the
+command line (`ps` shows every process' arguments to every user); `maxmemory` comes with
+`noeviction`, so a full Redis refuses writes (the ingress answers 503) instead of silently
+evicting acknowledged events or call state.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 INSTALL_HINT = (
     "redis-server was not found on PATH. Install it (Debian/Ubuntu: `apt-get install "
@@ -69,7 +75,8 @@ class RedisServer:
 
     def __init__(self, port: int | None = None, appendonly: bool = False,
                  appendfsync: str = "everysec", data_dir: str | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, password: str | None = None,
+                 maxmemory: str | None = None) -> None:
         self.binary = shutil.which("redis-server")
         if not self.binary:
             raise RedisServerNotFound(INSTALL_HINT)
@@ -81,19 +88,40 @@ class RedisServer:
         # path would be resolved twice and the server would exit at start-up.
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="callbridge-redis-")).resolve()
         self.extra_args = extra_args or []
+        self.password = password
+        self.maxmemory = maxmemory
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL clients use; it carries the password when there is one (redact it
+        before printing: shared.logging_setup.redact)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def _config_file(self) -> list[str]:
+        """A private config file holding the password (first argument, as redis-server
+        requires), so it never appears in the process list."""
+        if not self.password:
+            return []
+        if any(c in self.password for c in "\r\n\" "):
+            raise ValueError("the Redis password may not contain spaces, quotes or newlines")
+        path = self.data_dir / "callbridge-auth.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n")
+        return [str(path)]
 
     def start(self, timeout: float = 10.0) -> None:
+        memory = (["--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction"]
+                  if self.maxmemory else [])
         args = [
-            str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1",
+            str(self.binary), *self._config_file(),
+            "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync, "--protected-mode", "no",
-            "--logfile", str(self.data_dir / "redis.log"), *self.extra_args,
+            "--logfile", str(self.data_dir / "redis.log"), *memory, *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready(timeout)
@@ -107,6 +135,12 @@ class RedisServer:
                 raise RuntimeError(f"redis-server exited at start-up: {tail}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    if self.password:
+                        secret = self.password.encode()
+                        sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret),
+                                                                            secret))
+                        if not sock.recv(64).startswith(b"+OK"):
+                            raise OSError("not ready for AUTH yet")
                     sock.sendall(b"PING\r\n")
                     if sock.recv(64).startswith(b"+PONG"):
                         return

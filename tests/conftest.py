@@ -3,7 +3,9 @@ answers and holds the Redis image (CI starts one: `.ci/containers.sh engine`), e
 private redis-server on a free port (what a machine without Docker gets).
 
 `redis_server` (session) is the server; `redis_url` gives each test a flushed database;
-`restartable_redis` is a private server a fault test may stop, kill and restart.
+`restartable_redis` is a private server a fault test may stop, kill and restart. The servers
+started here have AOF on, as the ingress requires (INGRESS_REQUIRE_AOF); a REDIS_URL given
+from outside must have it too.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisHandle]:
             warnings.simplefilter("ignore", DeprecationWarning)
             from testcontainers.redis import RedisContainer
 
-        container = RedisContainer(TEST_REDIS_IMAGE)
+        container = RedisContainer(TEST_REDIS_IMAGE).with_command(
+            "redis-server --appendonly yes --save ''")
         if local:
             container.with_bind_ports(6379, ("127.0.0.1", None))
         container.start()  # its log says "Pulling image": docker-py pulls only when absent
@@ -110,7 +113,7 @@ def redis_server(pytestconfig: pytest.Config) -> Iterator[RedisHandle]:
         finally:
             container.stop()
         return
-    server = RedisServer()
+    server = RedisServer(appendonly=True)
     server.start()
     _announce(pytestconfig, f"[tests] Redis from a private redis-server on port {server.port}")
     try:

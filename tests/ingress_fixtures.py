@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -14,20 +15,35 @@ from services.webhook_ingress.config import IngressSettings
 from services.webhook_ingress.state import STATE, IngressState
 
 JSON = {"Content-Type": "application/json"}
+#: The tests run with webhook auth on, like production: HTTP Basic with these credentials
+#: unless a test configures its own (or, explicitly, none).
+TEST_BASIC_USER, TEST_BASIC_PASSWORD = "test-infobip", "test-Basic-pa55-6d1f0c"
+AUTH = {"Authorization": aiohttp.encode_basic_auth(TEST_BASIC_USER, TEST_BASIC_PASSWORD)}
+AUTH_JSON = {**JSON, **AUTH}
+_AUTH_FIELDS = ("webhook_basic_user", "webhook_basic_password", "webhook_hmac_secret",
+                "webhook_allow_unauthenticated")
 
 
 def make_settings(redis_url: str, **overrides: Any) -> IngressSettings:
-    """Settings isolated from the machine's environment and .env file."""
+    """Settings isolated from the machine's environment and .env file, with the test Basic
+    credentials unless `overrides` choose the authentication."""
     values: dict[str, Any] = {"redis_url": redis_url, "ingress_drain_delay_s": 0.0,
                               "ingress_host": "127.0.0.1", "ingress_port": 0}
+    if not any(name in overrides for name in _AUTH_FIELDS):
+        values.update(webhook_basic_user=TEST_BASIC_USER,
+                      webhook_basic_password=TEST_BASIC_PASSWORD)
     values.update(overrides)
     return IngressSettings(_env_file=None, **values)
 
 
 @asynccontextmanager
 async def ingress_client(settings: IngressSettings) -> AsyncIterator[TestClient[Any, Any]]:
-    """The same create_app the CLI runs, behind aiohttp's TestServer on 127.0.0.1."""
-    async with TestClient(TestServer(create_app(settings), host="127.0.0.1")) as client:
+    """The same create_app the CLI runs, behind aiohttp's TestServer on 127.0.0.1. With the
+    test credentials configured, every request carries them (a test sending its own
+    Authorization header configures its own credentials)."""
+    default_headers = AUTH if settings.webhook_basic_user == TEST_BASIC_USER else {}
+    async with TestClient(TestServer(create_app(settings), host="127.0.0.1"),
+                          headers=default_headers) as client:
         yield client
 
 

@@ -42,6 +42,7 @@ class WebhookLoad:
     which were acknowledged with 200."""
 
     url: str
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. the stack's Authorization
     acked: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
     sent: int = 0
@@ -62,7 +63,7 @@ class WebhookLoad:
                     self.sent += 1
                     try:
                         async with http.post(self.url, data=body, headers={
-                                "Content-Type": "application/json"}) as resp:
+                                "Content-Type": "application/json", **self.headers}) as resp:
                             status = resp.status
                     except (aiohttp.ClientError, TimeoutError):
                         status = 0

@@ -103,3 +103,35 @@ def test_shell_scripts_parse(script: Path) -> None:
                             timeout=30)
     assert result.returncode == 0, result.stderr
     assert os.access(script, os.X_OK), f"{script} is not executable"
+
+
+# Security defaults of compose.yaml --------------------------------------------------------
+
+def test_compose_requires_its_secrets_and_refuses_empty_ones() -> None:
+    text = (ROOT / "compose.yaml").read_text()
+    # `${VAR:?message}`: compose refuses to start when VAR is unset OR empty.
+    for name in ("REDIS_PASSWORD", "WEBHOOK_BASIC_PASSWORD"):
+        assert re.search(r"\$\{" + name + r":\?[^}]+\}", text), name
+    assert re.search(r"\$\{(REDIS_PASSWORD|WEBHOOK_BASIC_PASSWORD):?-", text) is None
+    for role in ROLES:
+        url = _env(role)["REDIS_URL"]
+        assert url.startswith("redis://:${REDIS_PASSWORD:?"), (role.name, url)
+    assert _env(INGRESS)["WEBHOOK_BASIC_PASSWORD"].startswith("${WEBHOOK_BASIC_PASSWORD:?")
+
+
+def test_compose_redis_has_a_password_a_memory_bound_and_no_eviction() -> None:
+    redis = COMPOSE["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "requirepass" in command and "--appendonly yes" in command
+    assert "--maxmemory-policy noeviction" in command and "--maxmemory " in command
+    # The password is never on redis-server's command line (`ps` shows it to everyone).
+    assert "--requirepass" not in command and "REDIS_PASSWORD" not in command
+    assert redis["environment"]["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+
+
+def test_compose_lb_is_local_only_by_default_and_can_take_a_certificate() -> None:
+    lb = COMPOSE["services"]["lb"]
+    assert lb["ports"][0].startswith("${LB_ADDRESS:-127.0.0.1}:")
+    volumes = " ".join(lb["volumes"])
+    assert "${LB_CONFIG:-haproxy.cfg}" in volumes and "${LB_TLS_CERT:-/dev/null}" in volumes
+    assert (ROOT / "deploy" / "haproxy" / "haproxy-tls.cfg").exists()

@@ -26,6 +26,7 @@ import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -123,7 +124,9 @@ async def redis_url() -> str:
     """The CI override publishes Redis on a random 127.0.0.1 port (it may change on restart)."""
     (redis_id,) = await containers("redis")
     mapping = (await docker("port", redis_id, "6379")).splitlines()[0]
-    return f"redis://127.0.0.1:{mapping.rsplit(':', 1)[1]}/0"
+    # compose's Redis requires the password .ci/containers.sh generated (REDIS_PASSWORD).
+    password = quote(os.environ["REDIS_PASSWORD"], safe="")
+    return f"redis://:{password}@127.0.0.1:{mapping.rsplit(':', 1)[1]}/0"
 
 
 async def lb_up(stats_port: int, backend: str) -> int:
@@ -184,8 +187,11 @@ async def test_containers_calls_drain_ingress_kill_and_redis_restart() -> None:
 
     openai = RealtimeSimulator(host=sim_host, port=int(os.environ["CALLBRIDGE_SIM_OPENAI_PORT"]),
                                api_key=SIM_OPENAI_KEY, speed=4.0)
+    # The subscription sends the deployment's Basic credentials (.ci/containers.sh).
+    webhook_auth = (os.environ["WEBHOOK_BASIC_USER"], os.environ["WEBHOOK_BASIC_PASSWORD"])
     sim = InfobipSimulator(host=sim_host, port=int(os.environ["CALLBRIDGE_SIM_INFOBIP_PORT"]),
-                           api_key=SIM_INFOBIP_KEY, webhook_url=webhook_url)
+                           api_key=SIM_INFOBIP_KEY, webhook_url=webhook_url,
+                           webhook_auth=webhook_auth)
     await openai.start()
     await sim.start()
     client: aioredis.Redis | None = None
@@ -230,7 +236,8 @@ async def test_containers_calls_drain_ingress_kill_and_redis_restart() -> None:
         say(f"gateway {victim_gw} got SIGTERM (docker stop); HAProxy marked it DOWN")
 
         # Kill one ingress container under webhook load.
-        load = WebhookLoad(webhook_url)
+        load = WebhookLoad(webhook_url, headers={
+            "Authorization": aiohttp.encode_basic_auth(*webhook_auth)})
         load_task = asyncio.create_task(load.run(total=600))
         await wait_until(lambda: len(load.acked) >= 100, 60, "100 acknowledged webhooks")
         victim_ingress = (await containers("ingress"))[0]

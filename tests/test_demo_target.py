@@ -17,16 +17,24 @@ from shared.redis_server import free_port
 pytestmark = pytest.mark.e2e
 
 
-async def test_demo_against_a_running_deployment(redis_url: str, tmp_path: Path) -> None:
+async def test_demo_against_a_running_deployment(redis_url: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     if haproxy_binary() is None:
         pytest.skip("haproxy is not installed (scripts/bootstrap.sh installs it)")
     infobip_port, openai_port = free_port(), free_port()
+    # The deployment's webhook credentials (its .env): its ingress requires them, and the
+    # demo reads them to configure the simulated subscription.
+    webhook_auth = {"WEBHOOK_BASIC_USER": "infobip",
+                    "WEBHOOK_BASIC_PASSWORD": "demo-target-Pa55-4b1e9a"}
+    for name, value in webhook_auth.items():
+        monkeypatch.setenv(name, value)
     deployment_env = {  # what compose.yaml's defaults say, with this test's ports
         "INFOBIP_BASE_URL": f"http://127.0.0.1:{infobip_port}",
         "INFOBIP_API_KEY": SIM_INFOBIP_KEY,
         "INFOBIP_MEDIA_STREAM_CONFIG_ID": DEMO_MEDIA_CONFIG_ID,
         "OPENAI_API_KEY": SIM_OPENAI_KEY,
         "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{openai_port}/v1/realtime",
+        **webhook_auth,
     }
     options = StackOptions(simulate=False, load_balancer=True, redis_url=redis_url,
                            extra_env=deployment_env, log_dir=tmp_path / "logs")

@@ -76,11 +76,12 @@ def test_required_settings_are_provided() -> None:
         assert required <= env, f"{role.name} lacks {sorted(required - env)}"
 
 
-def test_haproxy_config_is_generated_from_topology() -> None:
-    on_disk = (ROOT / "deploy" / "haproxy" / "haproxy.cfg").read_text()
+@pytest.mark.parametrize(("name", "tls"), [("haproxy.cfg", False), ("haproxy-tls.cfg", True)])
+def test_haproxy_config_is_generated_from_topology(name: str, tls: bool) -> None:
+    on_disk = (ROOT / "deploy" / "haproxy" / name).read_text()
     body = "\n".join(line for line in on_disk.splitlines() if not line.startswith("# "))
-    assert body.strip() == haproxy.render_compose().strip(), (
-        "deploy/haproxy/haproxy.cfg is stale: regenerate it (see its first line)")
+    assert body.strip() == haproxy.render_compose(tls=tls).strip(), (
+        f"deploy/haproxy/{name} is stale: regenerate it (see its first line)")
 
 
 def test_haproxy_accepts_both_generated_configs(tmp_path: Path) -> None:

@@ -163,7 +163,13 @@ async def test_basic_and_hmac_together_both_required(redis_url: str) -> None:
     ("203.0.113.0/24", "127.0.0.1/32", {"X-Forwarded-For": "203.0.113.5, 198.51.100.1"}, 403),
     ("203.0.113.0/24", "127.0.0.1/32, 10.0.0.0/8",
      {"X-Forwarded-For": "203.0.113.5, 10.1.2.3"}, 200),
-    ("203.0.113.0/24", "127.0.0.1/32", {"Forwarded": 'for="203.0.113.5:4711";proto=https'}, 200),
+    # Only the one configured header (X-Forwarded-For) counts: a client's own `Forwarded`
+    # never wins over what the proxy set, alone or beside it.
+    ("203.0.113.0/24", "127.0.0.1/32", {"Forwarded": 'for="203.0.113.5:4711";proto=https'}, 403),
+    ("203.0.113.0/24", "127.0.0.1/32",
+     {"Forwarded": "for=203.0.113.5", "X-Forwarded-For": "198.51.100.1"}, 403),
+    ("198.51.100.0/24", "127.0.0.1/32",
+     {"Forwarded": "for=203.0.113.5", "X-Forwarded-For": "198.51.100.1"}, 200),
     ("203.0.113.0/24", "127.0.0.1/32", {"X-Forwarded-For": "unknown"}, 403),
     ("127.0.0.1/32", "127.0.0.1/32", {}, 200),  # proxy sent no header: the proxy itself
 ])
@@ -195,8 +201,14 @@ def test_client_address_and_parse_ip() -> None:
         ip_address("192.0.2.9")
     assert client_address("192.0.2.7", headers(X_Forwarded_For="10.9.9.9"), trusted) == \
         ip_address("192.0.2.7")
+    # Forwarded is not read, even from a trusted proxy: the proxy's own address stays.
     assert client_address("10.0.0.2", headers(Forwarded='for="[2001:db8::5]:80"'), trusted) == \
-        ip_address("2001:db8::5")
+        ip_address("10.0.0.2")
+    both = headers(Forwarded="for=192.0.2.66", X_Forwarded_For="[2001:db8::5]:80")
+    assert client_address("10.0.0.2", both, trusted) == ip_address("2001:db8::5")
+    # A deployment whose proxy uses another header names it; then only that one counts.
+    assert client_address("10.0.0.2", headers(X_Real_IP="192.0.2.7", X_Forwarded_For="192.0.2.9"),
+                          trusted, "X-Real-IP") == ip_address("192.0.2.7")
 
 
 async def _rejected_eventually(client: aioredis.Redis) -> list[Any]:

@@ -23,7 +23,16 @@ import redis.asyncio as aioredis
 from services.webhook_ingress.server import serve
 from shared import redis_keys
 from shared.redis_server import free_port
-from tests.ingress_fixtures import JSON, event, ingress_client, make_settings, state_of
+from tests.ingress_fixtures import (
+    AUTH_JSON,
+    JSON,
+    TEST_BASIC_PASSWORD,
+    TEST_BASIC_USER,
+    event,
+    ingress_client,
+    make_settings,
+    state_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -190,7 +199,7 @@ async def test_shutdown_readiness_false_first_then_in_flight_finishes(
             # Hold Redis writes so one webhook is in flight when the stop arrives.
             await redis_client.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
             pending = asyncio.create_task(
-                http.post(f"{base}/webhook", data=event("c-inflight"), headers=JSON))
+                http.post(f"{base}/webhook", data=event("c-inflight"), headers=AUTH_JSON))
             await _until(lambda: _in_flight_metric(http, base), 10)
             stop.set()
             ready = await http.get(f"{base}/readyz")
@@ -211,7 +220,8 @@ async def test_shutdown_readiness_false_first_then_in_flight_finishes(
 async def test_two_processes_share_one_port(redis_url: str,
                                             redis_client: aioredis.Redis) -> None:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "LOG_FORMAT": "json"}
+    env = {**os.environ, "REDIS_URL": redis_url, "LOG_FORMAT": "json",
+           "WEBHOOK_BASIC_USER": TEST_BASIC_USER, "WEBHOOK_BASIC_PASSWORD": TEST_BASIC_PASSWORD}
     cmd = [sys.executable, "-m", "services.webhook_ingress", "--port", str(port),
            "--host", "127.0.0.1", "--drain-delay", "0"]
     procs = [_start(cmd, env) for _ in range(2)]
@@ -223,7 +233,7 @@ async def test_two_processes_share_one_port(redis_url: str,
             async with aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(force_close=True)) as http:
                 resp = await http.post(f"http://127.0.0.1:{port}/webhook",
-                                       data=event(f"c-{i}"), headers=JSON)
+                                       data=event(f"c-{i}"), headers=AUTH_JSON)
                 assert resp.status == 200
                 metrics = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
             pids.add(_pid_from_metrics(metrics))
@@ -235,7 +245,7 @@ async def test_two_processes_share_one_port(redis_url: str,
         assert await asyncio.to_thread(procs[0].wait, 20) == 0
         async with aiohttp.ClientSession() as http:
             resp = await http.post(f"http://127.0.0.1:{port}/webhook",
-                                   data=event("c-after"), headers=JSON)
+                                   data=event("c-after"), headers=AUTH_JSON)
             assert resp.status == 200
     finally:
         await asyncio.to_thread(_stop_all, procs)

@@ -46,3 +46,43 @@ async def test_calls_show_collects_one_call(redis_client: aioredis.Redis) -> Non
     assert info["call"] == {"state": "ended"}
     assert info["transcript"][0]["text"] == "hello"
     assert "agent: hello" in render_call(info)
+
+
+async def _command_calls(client: aioredis.Redis, command: str) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+async def test_calls_show_is_bounded_and_says_so(redis_client: aioredis.Redis) -> None:
+    body = b'{"type":"CALL_RECEIVED","callId":"old-call"}'
+    await redis_client.xadd(redis_keys.EVENTS_STREAM,
+                            {"type": "CALL_RECEIVED", "call_id": "old-call", "body": body})
+    pipe = redis_client.pipeline(transaction=False)
+    for i in range(2500):
+        pipe.xadd(redis_keys.EVENTS_STREAM, {"type": "LOAD_PROBE", "call_id": f"n-{i}"})
+    await pipe.execute()
+    keys_before = await _command_calls(redis_client, "keys")
+    scan_before = await _command_calls(redis_client, "scan")
+
+    bounded = await collect_call(redis_client, "old-call", scan_limit=1000)
+    assert bounded["events"] == [] and bounded["events_scanned"] == 1000
+    assert bounded["events_truncated"] is True
+    assert "--scan N" in render_call(bounded)
+
+    # Raised bound: found, in bounded pages; its job found by its deterministic id.
+    from arq.constants import job_key_prefix, result_key_prefix
+
+    from services.call_orchestrator.idempotency import event_job_id
+    await redis_client.set(job_key_prefix + event_job_id("CALL_RECEIVED", "old-call", body), b"x")
+    await redis_client.set(result_key_prefix + "hangup_call:old-call", b"x")
+    await redis_client.set(job_key_prefix + "hangup_call:old-call-2", b"x")  # another call
+    full = await collect_call(redis_client, "old-call", scan_limit=5000)
+    assert [e["type"] for e in full["events"]] == ["CALL_RECEIVED"]
+    assert full["events_scanned"] == 2501 and full["events_truncated"] is False
+    assert full["jobs"] == sorted([
+        job_key_prefix + event_job_id("CALL_RECEIVED", "old-call", body),
+        result_key_prefix + "hangup_call:old-call"])
+    assert "--scan N" not in render_call(full)
+    # Never a keyspace walk.
+    assert await _command_calls(redis_client, "keys") == keys_before
+    assert await _command_calls(redis_client, "scan") == scan_before

@@ -46,3 +46,25 @@ def test_free_port_is_below_the_ephemeral_range_and_bindable() -> None:
         assert port in ports
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # still free
+
+
+def test_password_and_memory_bound(tmp_path: Path) -> None:
+    password = "Redis-Pa55-with/slash"
+    with RedisServer(appendonly=True, data_dir=str(tmp_path), password=password,
+                     maxmemory="64mb") as server:
+        assert server.url.startswith("redis://:Redis-Pa55-with%2Fslash@127.0.0.1:")
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        config = client.config_get("maxmemory*")
+        assert config["maxmemory"] == str(64 * 1024 * 1024)
+        assert config["maxmemory-policy"] == "noeviction"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=server.port).ping()
+        # Never on the command line, which every user can read in `ps`.
+        assert server.proc is not None
+        cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes()
+        assert password.encode() not in cmdline
+        conf = tmp_path / "callbridge-auth.conf"
+        assert conf.stat().st_mode & 0o077 == 0
+        server.restart()  # the fault suite restarts it: the password holds
+        assert redis.Redis.from_url(server.url).ping()

@@ -60,7 +60,7 @@ async def test_twenty_calls_drain_and_ingress_kill_through_haproxy(tmp_path: Pat
             # Drain gateway-1 mid-call, and kill ingress-1 under webhook load meanwhile.
             stack.process("gateway-1").send_signal(signal.SIGTERM)
             await wait_lb_status(stack.lb_stats_port, "gateway", "gateway-1", "DOWN")
-            load = WebhookLoad(stack.webhook_url)
+            load = WebhookLoad(stack.webhook_url, headers=stack.webhook_auth_header)
             load_task = asyncio.create_task(load.run(total=600))
             await wait_until(lambda: len(load.acked) >= 100, 30, "100 acknowledged webhooks")
             stack.process("ingress-1").send_signal(signal.SIGKILL)

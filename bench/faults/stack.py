@@ -1,7 +1,8 @@
 """A `LocalStack` for the fault suite: known secrets everywhere, webhook auth on, short timeouts.
 
 Every scenario runs with distinctive secret values (scenario 11 greps all logs of the run
-for them) and with HTTP Basic + HMAC on the webhook, the way production runs; the subclass
+for them), with HTTP Basic + HMAC on the webhook and a password on Redis, the way production
+runs; the subclass
 adds the conveniences scenarios share (an extra gateway outside the LB, a Redis client).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from services.stack.haproxy import EdgeLimits
 from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
 from services.stack.runner import LocalStack, StackOptions
 from services.stack.simulated import SimulatorSettings
@@ -27,8 +29,12 @@ OPENAI_KEY = "sk-FAULTSECRET-openai-c0ffee4242d1e5a1"
 BASIC_USER = "infobip-hooks"
 BASIC_PASSWORD = "FAULTSECRET-basic-9b2e6d0f13a7c4e8"
 HMAC_SECRET = "FAULTSECRET-hmac-5e8a1d7c3b9f2064"
+# Redis requires a password on every fault stack (requirepass): every service's REDIS_URL
+# carries it, so scenario 11 checks that no URL reaches a log unredacted.
+REDIS_PASSWORD = "FAULTSECRET-redis-4c7d2e9a1f60b385"
 SECRETS = {"INFOBIP_API_KEY": INFOBIP_KEY, "OPENAI_API_KEY": OPENAI_KEY,
-           "WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD, "WEBHOOK_HMAC_SECRET": HMAC_SECRET}
+           "WEBHOOK_BASIC_PASSWORD": BASIC_PASSWORD, "WEBHOOK_HMAC_SECRET": HMAC_SECRET,
+           "REDIS_PASSWORD": REDIS_PASSWORD}
 BASIC_HEADER = "Basic " + base64.b64encode(f"{BASIC_USER}:{BASIC_PASSWORD}".encode()).decode()
 
 #: Service settings shortened so faults resolve within a CI-sized run (names: services'
@@ -64,6 +70,7 @@ class FaultOptions:
     model_speed: float = 4.0
     keep_sessions: int | None = 200
     sample_rate: int = 16000
+    edge_limits: EdgeLimits | None = None  # HAProxy's bounds (load_balancer only)
 
 
 class FaultStack(LocalStack):
@@ -77,7 +84,8 @@ class FaultStack(LocalStack):
         super().__init__(StackOptions(
             replicas=dict(opts.replicas), load_balancer=opts.load_balancer,
             appendfsync=opts.appendfsync, log_dir=log_dir, extra_env={**FAST_ENV, **opts.env},
-            simulators=simulators, sample_rate=opts.sample_rate))
+            simulators=simulators, sample_rate=opts.sample_rate,
+            redis_password=REDIS_PASSWORD, edge_limits=opts.edge_limits))
         self.fault_opts = opts
         self._client: aioredis.Redis | None = None
 

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         ingress_host="127.0.0.1", ingress_port=args.port, redis_url=args.redis_url,
         ingress_coalesce=args.variant != "single", events_maxlen=args.events_maxlen,
         ingress_drain_delay_s=0, ingress_uvloop=not args.no_uvloop, log_level="WARNING",
+        # Explicit choices of a benchmark (both warned at start): it measures the store
+        # path without authentication, and compares AOF policies including "no".
+        webhook_allow_unauthenticated=True, ingress_require_aof=False,
     )
     setup_logging("bench-ingress", "WARNING", "json")
     app = noop_app(settings.webhook_path) if args.variant == "noop" else None

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.demo.report import CallReport, build_report
 from services.stack.runner import LocalStack, StackOptions
@@ -61,14 +63,45 @@ async def run_demo(opts: DemoOptions) -> list[CallReport]:
         return await _place_and_report(opts, stack.infobip, stack.redis_url)
 
 
+class DeploymentWebhookAuth(BaseSettings):
+    """The target deployment's webhook credentials (its environment / .env: the same
+    variables its ingress reads), which the simulated Infobip subscription must send."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8",
+                                      extra="ignore", case_sensitive=False)
+
+    webhook_basic_user: str | None = None
+    webhook_basic_password: SecretStr | None = None
+    webhook_hmac_secret: SecretStr | None = None
+
+
+def deployment_simulator_auth() -> tuple[tuple[str, str] | None, str | None]:
+    """(Basic credentials, HMAC secret) for the simulator; exits with advice when the
+    deployment's credentials are not in the environment."""
+    auth = DeploymentWebhookAuth()
+    basic = None
+    if auth.webhook_basic_user and auth.webhook_basic_password:
+        basic = (auth.webhook_basic_user, auth.webhook_basic_password.get_secret_value())
+    secret = auth.webhook_hmac_secret.get_secret_value() if auth.webhook_hmac_secret else None
+    if basic is None and not secret:
+        raise SystemExit(
+            "callbridge demo --target: the deployment's ingress requires webhook "
+            "authentication; set WEBHOOK_BASIC_USER + WEBHOOK_BASIC_PASSWORD (and/or "
+            "WEBHOOK_HMAC_SECRET) to the deployment's values (its .env) so the simulated "
+            "Infobip sends them")
+    return basic, secret
+
+
 async def _run_against_target(opts: DemoOptions) -> list[CallReport]:
     assert opts.target is not None
+    basic, hmac_secret = deployment_simulator_auth()
     base = opts.target.rstrip("/")
     media = "ws" + base.removeprefix("http") + "/media"
     # Fixed ports and config id: what compose.yaml's defaults point the services at.
     infobip_port, openai_port = opts.sim_ports
     settings = SimulatorSettings(host=opts.sim_host, infobip_port=infobip_port,
-                                 openai_port=openai_port, media_config_id=DEMO_MEDIA_CONFIG_ID)
+                                 openai_port=openai_port, media_config_id=DEMO_MEDIA_CONFIG_ID,
+                                 webhook_basic=basic, webhook_hmac_secret=hmac_secret)
     simulated = await start_simulators(settings, base + "/webhook", media, opts.sample_rate)
     _say(opts, f"simulators on {opts.sim_host} (Infobip :{infobip_port}, OpenAI "
                f":{openai_port}); calls go to {base}/webhook, media to {media}")

@@ -20,8 +20,13 @@ CALLS_HELP = """\
 Everything Redis knows about one call: its events (from the events stream), the orchestrator's
 call record and jobs, the media session record and the transcript.
 
-example:
+The events stream is indexed by time, not by call: it is searched newest-first, in pages,
+up to --scan entries (default 20000), so the command never blocks Redis for long; the output
+says when the bound was hit. Jobs are looked up by their deterministic ids, never by KEYS.
+
+examples:
   callbridge calls show 3b1f6a0e-...
+  callbridge calls show 3b1f6a0e-... --scan 500000    an older call in a long stream
 """
 
 SETUP_HELP = """\
@@ -50,6 +55,8 @@ def register(sub: Any) -> None:
     show = calls_sub.add_parser("show", help="a call's timeline, jobs, session and transcript")
     show.add_argument("call_id")
     show.add_argument("--json", action="store_true")
+    show.add_argument("--scan", type=_positive_int, default=None, metavar="N",
+                      help="search at most the newest N stream entries (default 20000)")
     show.set_defaults(func=calls_show_main)
 
     setup = sub.add_parser("setup", help="create/find the media-stream config at Infobip",
@@ -65,6 +72,13 @@ def register(sub: Any) -> None:
     setup.set_defaults(func=setup_main)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _redis_client() -> Any:
     import redis.asyncio as aioredis
 
@@ -75,8 +89,10 @@ def _redis_client() -> Any:
 
 
 def _redis_down(exc: Exception) -> SystemExit:
-    return SystemExit(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL "
-                      "and that Redis is running.")
+    from shared.logging_setup import redact
+
+    return SystemExit(f"cannot reach Redis ({exc.__class__.__name__}: {redact(str(exc))}): "
+                      "check REDIS_URL and that Redis is running.")
 
 
 def status_main(args: argparse.Namespace) -> int:
@@ -119,12 +135,12 @@ def calls_show_main(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
-    from services.ops.status import collect_call, render_call
+    from services.ops.status import DEFAULT_SCAN_LIMIT, collect_call, render_call
 
     async def run() -> dict[str, Any]:
         client = _redis_client()
         try:
-            return await collect_call(client, args.call_id)
+            return await collect_call(client, args.call_id, args.scan or DEFAULT_SCAN_LIMIT)
         finally:
             await client.aclose()
 

@@ -7,8 +7,16 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 
+from services.call_orchestrator.idempotency import event_job_id
 from shared import redis_keys
+from shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
 
 
 def _s(value: bytes | None) -> str:
@@ -75,20 +83,67 @@ def render_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: `calls show` reads the events stream newest-first in pages of this many entries ...
+SCAN_PAGE = 1000
+#: ... and stops after this many (a flag raises it), so it never blocks Redis for long: one
+#: page is one short XREVRANGE, never the whole stream at once.
+DEFAULT_SCAN_LIMIT = 20_000
+TRANSCRIPT_LIMIT = 5000
+
+
+async def _events_of(client: aioredis.Redis, call_id: str,
+                     scan_limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """(the call's events oldest first, entries scanned, whether older ones were left).
+
+    The stream is indexed by time, not call: page newest-first with a bounded COUNT, up to
+    `scan_limit` entries in all."""
+    events: list[dict[str, Any]] = []
+    scanned = 0
+    upper = "+"
+    while scanned < scan_limit:
+        count = min(SCAN_PAGE, scan_limit - scanned)
+        page = await client.xrevrange(redis_keys.EVENTS_STREAM, max=upper, min="-",
+                                      count=count)
+        scanned += len(page)
+        for entry_id, fields in page:
+            if _s(fields.get(b"call_id")) == call_id:
+                events.append({"id": _s(entry_id), "type": _s(fields.get(b"type")),
+                               "received_at": _s(fields.get(b"received_at")),
+                               "job_id": event_job_id(_s(fields.get(b"type")), call_id,
+                                                      fields.get(b"body") or b"")})
+        if len(page) < count:
+            return events[::-1], scanned, False
+        upper = "(" + _s(page[-1][0])  # exclusive: continue below the last one seen
+    more = bool(await client.xrevrange(redis_keys.EVENTS_STREAM, max=upper, min="-", count=1))
+    return events[::-1], scanned, more
+
+
+async def _jobs_of(client: aioredis.Redis, call_id: str, event_job_ids: list[str]) -> list[str]:
+    """The call's arq keys, looked up by their deterministic ids (shared/jobs.py): never a
+    KEYS or SCAN over the keyspace."""
+    job_ids = [*event_job_ids, job_id(HANGUP_CALL, call_id),
+               job_id(HANGUP_CALL, call_id) + ":fallback", job_id(TRANSFER_CALL, call_id)]
+    keys = [prefix + jid for jid in job_ids
+            for prefix in (job_key_prefix, in_progress_key_prefix, result_key_prefix,
+                           retry_key_prefix)]
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.exists(key)
+    found = await pipe.execute()
+    return sorted(key for key, exists in zip(keys, found, strict=True) if exists)
+
+
 async def collect_call(client: aioredis.Redis, call_id: str,
-                       scan_limit: int = 100_000) -> dict[str, Any]:
-    """Everything Redis knows of one call: events, call record, jobs, session, transcript."""
-    events = []
-    # The stream is indexed by time, not call: scan newest-first, bounded.
-    for entry_id, fields in await client.xrevrange(redis_keys.EVENTS_STREAM, count=scan_limit):
-        if _s(fields.get(b"call_id")) == call_id:
-            events.append({"id": _s(entry_id), "type": _s(fields.get(b"type")),
-                           "received_at": _s(fields.get(b"received_at"))})
-    events.reverse()
-    jobs = sorted(_s(k) for k in await client.keys(f"arq:*{call_id}*"))
+                       scan_limit: int = DEFAULT_SCAN_LIMIT) -> dict[str, Any]:
+    """Everything Redis knows of one call: events, call record, jobs, session, transcript.
+    Every read is bounded; `events_truncated` says when older entries were not scanned."""
+    events, scanned, truncated = await _events_of(client, call_id, scan_limit)
+    jobs = await _jobs_of(client, call_id, sorted({e.pop("job_id") for e in events}))
     transcript = [{"role": _s(f.get(b"role")), "text": _s(f.get(b"text")), "at": _s(f.get(b"at"))}
-                  for _, f in await client.xrange(redis_keys.transcript_stream(call_id))]
-    return {"call_id": call_id, "events": events,
+                  for _, f in await client.xrange(redis_keys.transcript_stream(call_id),
+                                                  count=TRANSCRIPT_LIMIT)]
+    return {"call_id": call_id, "events": events, "events_scanned": scanned,
+            "events_truncated": truncated, "scan_limit": scan_limit,
             "call": _decode(await client.hgetall(redis_keys.call_record(call_id))),
             "jobs": jobs,
             "session": _decode(await client.hgetall(redis_keys.session_record(call_id))),
@@ -98,6 +153,9 @@ async def collect_call(client: aioredis.Redis, call_id: str,
 def render_call(info: dict[str, Any]) -> str:
     lines = [f"call {info['call_id']}", "events:"]
     lines += [f"  {e['id']:<18} {e['type']}" for e in info["events"]] or ["  (none)"]
+    if info.get("events_truncated"):
+        lines.append(f"  (searched the newest {info['events_scanned']} stream entries only; "
+                     "older events of this call may exist: raise the bound with --scan N)")
     lines.append("call record:")
     lines += [f"  {k}: {v}" for k, v in sorted(info["call"].items())] or ["  (none)"]
     lines.append("jobs: " + (", ".join(info["jobs"]) or "(none)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 HELP = """\
@@ -33,6 +34,9 @@ def register(sub: Any) -> None:
                         help="use the default ports (LB 8000, ingress 8080+, gateway 8090+)")
     parser.add_argument("--appendfsync", choices=("everysec", "always"), default="everysec",
                         help="Redis AOF fsync policy (always: no acknowledged event lost)")
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="terminate TLS at HAProxy with this PEM (certificate chain and "
+                             "private key): https:// webhooks, wss:// media")
     parser.add_argument("--calls", type=int, default=0,
                         help="place this many simulated calls once everything is up")
     parser.set_defaults(func=main)
@@ -43,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     from services.stack.runner import LocalStack, StackOptions
-    from shared.logging_setup import setup_logging
+    from shared.logging_setup import redact, setup_logging
 
     setup_logging("stack", "INFO", "text")
     simulate = not os.environ.get("INFOBIP_BASE_URL")
@@ -52,14 +56,17 @@ def main(args: argparse.Namespace) -> int:
                   "gateway": args.replicas},
         load_balancer=not args.no_lb, simulate=simulate,
         redis_url=os.environ.get("REDIS_URL") or None, appendfsync=args.appendfsync,
-        fixed_ports=args.fixed_ports)
+        fixed_ports=args.fixed_ports, tls_cert=args.tls_cert)
+    if args.tls_cert is not None and not args.tls_cert.is_file():
+        raise SystemExit(f"--tls-cert {args.tls_cert}: no such file (a PEM with the "
+                         "certificate chain followed by its private key)")
 
     async def run() -> None:
         async with LocalStack(options) as stack:
             print("callbridge stack is up:")
             for what, where in stack.describe():
                 print(f"  {what:<18} {where}")
-            print(f"  export REDIS_URL={stack.redis_url}   # for `callbridge status`")
+            print(f"  export REDIS_URL={redact(stack.redis_url)}   # for `callbridge status`")
             if args.calls and stack.infobip is not None:
                 from simulators import ASSETS_DIR
                 from simulators.infobip import CallScript

@@ -5,6 +5,19 @@ gateway pool. Health checks hit `/readyz`, so a draining replica (readiness fals
 getting new work while its live calls continue. `timeout tunnel` governs an upgraded
 WebSocket once established: sized for hour-long calls (an idle-looking media socket is still
 a call), while `timeout client/server` stay short for plain HTTP.
+
+The edge, hardened here once for every rendering (HAProxy 2.6 configuration manual:
+https://docs.haproxy.org/2.6/configuration.html):
+- TLS terminates here when a certificate is given (`https://` webhooks, `wss://` media).
+- The client's address travels in ONE header, ours: client-supplied `Forwarded`,
+  `X-Forwarded-For` and `X-Real-IP` are deleted and `X-Forwarded-For` is set to the
+  connection's source, so an ingress trusting this proxy cannot be fooled by a forged one.
+- Slow clients: the whole request head AND body must arrive within `timeout http-request`
+  (`option http-buffer-request` makes the body count), else 408; idle keep-alive is short.
+- Per-source connection caps kept in stick tables: all connections (checked on accept,
+  before any byte is parsed, so header dribblers cannot pile up), webhook requests and media
+  sockets separately (429 past the cap). Infobip sends from a few addresses: size the media
+  cap above the peak concurrent calls per Infobip address.
 """
 
 from __future__ import annotations
@@ -12,19 +25,46 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from services.stack.topology import GATEWAY, INGRESS, LB_PORT, LB_STATS_PORT, Replica, Role
+from services.webhook_ingress.config import DEFAULT_CLIENT_ADDRESS_HEADER
 
 INSTALL_HINT = ("HAProxy is not installed. Debian/Ubuntu: `apt-get install haproxy`; "
                 "macOS: `brew install haproxy`. Or run without the load balancer "
                 "(`callbridge stack --no-lb`).")
 
-_GLOBAL = """\
+#: Where compose.yaml mounts the certificate (LB_TLS_CERT) in the HAProxy container.
+COMPOSE_CERT_PATH = "/usr/local/etc/haproxy/certs/callbridge.pem"
+#: Headers a client could use to claim an address or scheme; deleted, then ours are set.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP", "X-Forwarded-Proto")
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """The load balancer's bounds on what one source may hold and how slow it may be."""
+
+    http_request_timeout_s: float = 10.0   # whole head + body of a request
+    keepalive_timeout_s: float = 10.0      # idle client connection between requests
+    max_conn_per_source: int = 2000        # every connection, checked on accept
+    max_webhook_conn_per_source: int = 200
+    max_media_conn_per_source: int = 1500  # one per live call from that Infobip address
+
+
+def _ms(seconds: float) -> str:
+    """HAProxy time: whole seconds as `10s`, else milliseconds."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def _global(limits: EdgeLimits) -> str:
+    return f"""\
 global
     log stdout format raw local0 info
     # Two FDs a proxied connection: keep under a typical 20k FD limit.
     maxconn 8000
+    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
 
 defaults
     mode http
@@ -34,23 +74,45 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-    timeout http-request 10s
+    timeout http-request {_ms(limits.http_request_timeout_s)}
+    timeout http-keep-alive {_ms(limits.keepalive_timeout_s)}
     timeout client-fin 30s
     timeout tunnel 2h
     default-server inter 1s fall 2 rise 2
 """
 
 
-def _frontend(bind: str) -> str:
+def _frontend(bind: str, limits: EdgeLimits, cert: str | None) -> str:
+    tls = f" ssl crt {cert} alpn http/1.1" if cert else ""
+    header = DEFAULT_CLIENT_ADDRESS_HEADER
+    deletes = "".join(f"    http-request del-header {name}\n" for name in FORWARDING_HEADERS)
     return f"""
 frontend public
-    bind {bind}
+    bind {bind}{tls}
+    option http-buffer-request
+    stick-table type ip size 200k expire 60s store conn_cur
+    tcp-request connection track-sc0 src
+    tcp-request connection reject if {{ sc0_conn_cur gt {limits.max_conn_per_source} }}
     acl is_webhook path_beg {INGRESS.lb_path}
     acl is_media path_beg {GATEWAY.lb_path}
     http-request return status 404 content-type application/json \
         string '{{"error":"not_found"}}' unless is_webhook or is_media
+    http-request track-sc1 src table per_source_webhook if is_webhook
+    http-request track-sc2 src table per_source_media if is_media
+    http-request deny deny_status 429 if is_webhook \
+        {{ sc1_conn_cur gt {limits.max_webhook_conn_per_source} }}
+    http-request deny deny_status 429 if is_media \
+        {{ sc2_conn_cur gt {limits.max_media_conn_per_source} }}
+{deletes}    http-request set-header {header} %[src]
+    http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
     use_backend ingress if is_webhook
     use_backend gateway if is_media
+
+backend per_source_webhook
+    stick-table type ip size 200k expire 60s store conn_cur
+
+backend per_source_media
+    stick-table type ip size 200k expire 60s store conn_cur
 """
 
 
@@ -78,22 +140,33 @@ def _stats(bind: str) -> str:
 
 
 def render_local(plan: list[Replica], lb_port: int = LB_PORT,
-                 stats_port: int = LB_STATS_PORT) -> str:
-    """Config for `callbridge stack`: servers are the local replicas' ports."""
+                 stats_port: int = LB_STATS_PORT, tls_cert: Path | None = None,
+                 limits: EdgeLimits | None = None) -> str:
+    """Config for `callbridge stack`: servers are the local replicas' ports. With
+    `tls_cert` (a PEM holding the certificate chain and its private key) the public port
+    speaks TLS only."""
+    limits = limits or EdgeLimits()
+
     def servers(role: Role) -> list[str]:
         return [f"server {r.name} 127.0.0.1:{r.port} check" for r in plan if r.role is role]
-    return (_GLOBAL + _frontend(f"127.0.0.1:{lb_port}")
+    cert = str(tls_cert.resolve()) if tls_cert else None
+    return (_global(limits) + _frontend(f"127.0.0.1:{lb_port}", limits, cert)
             + _backends(servers) + _stats(f"127.0.0.1:{stats_port}"))
 
 
-def render_compose(replicas: int = 2) -> str:
-    """Config for compose.yaml: replicas found through Docker's DNS (server-template)."""
+def render_compose(replicas: int = 2, tls: bool = False) -> str:
+    """Config for compose.yaml: replicas found through Docker's DNS (server-template).
+    `tls`: the variant that terminates TLS with the certificate compose mounts
+    (deploy/haproxy/haproxy-tls.cfg, chosen with LB_CONFIG)."""
+    limits = EdgeLimits()
+
     def servers(role: Role) -> list[str]:
         return [f"server-template {role.name} {replicas} {role.name}:{role.default_port} "
                 "check resolvers docker init-addr none"]
     resolvers = ("\nresolvers docker\n    nameserver dns 127.0.0.11:53\n"
                  "    hold valid 5s\n")
-    return (_GLOBAL + resolvers + _frontend(f"*:{LB_PORT}")
+    return (_global(limits) + resolvers
+            + _frontend(f"*:{LB_PORT}", limits, COMPOSE_CERT_PATH if tls else None)
             + _backends(servers) + _stats(f"*:{LB_STATS_PORT}"))
 
 

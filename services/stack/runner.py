@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from services.stack import haproxy
 from services.stack.processes import ManagedProcess, ProcessSpec, Supervisor
-from services.stack.simulated import Simulated, SimulatorSettings, start_simulators
+from services.stack.simulated import (
+    SIM_WEBHOOK_USER,
+    Simulated,
+    SimulatorSettings,
+    start_simulators,
+)
 from services.stack.topology import (
     GATEWAY,
     INGRESS,
@@ -28,6 +34,7 @@ from services.stack.topology import (
     plan_local,
     process_specs,
 )
+from shared.logging_setup import redact
 from shared.redis_server import RedisServer, free_port
 
 if TYPE_CHECKING:
@@ -45,6 +52,13 @@ class StackOptions:
     simulate: bool = True
     redis_url: str | None = None          # None: a private redis-server with AOF
     appendfsync: str = "everysec"
+    # The private Redis: a password (requirepass; the URL the services get carries it) and
+    # a memory bound with noeviction (full = writes refused, the ingress answers 503).
+    redis_password: str | None = None
+    redis_maxmemory: str = "512mb"
+    # HAProxy: a PEM (certificate chain + key) makes the public port TLS-only; the bounds.
+    tls_cert: Path | None = None
+    edge_limits: haproxy.EdgeLimits | None = None
     sample_rate: int = 16000              # the simulated media-stream config's rate
     fixed_ports: bool = False             # topology default ports (8080, 8090, 8000, ...)
     log_dir: Path | None = None
@@ -65,22 +79,45 @@ class LocalStack:
         self.redis_url = options.redis_url or ""
         self.simulated: Simulated | None = None
         self.haproxy: ManagedProcess | None = None
+        # Webhook auth on by default, as in production: with the simulated Infobip and no
+        # credentials chosen, a fresh Basic password for this stack only, given to both the
+        # ingress and the simulator's webhook sender.
+        sims = options.simulators
+        if options.simulate and sims.webhook_basic is None and not sims.webhook_hmac_secret:
+            self.options = replace(options, simulators=replace(
+                sims, webhook_basic=(SIM_WEBHOOK_USER, secrets.token_urlsafe(24))))
 
     # Public URLs -----------------------------------------------------------------------
     def replicas(self, role_name: str) -> list[Replica]:
         return [r for r in self.plan if r.role.name == role_name]
 
     @property
+    def _tls(self) -> bool:
+        return self.options.load_balancer and self.options.tls_cert is not None
+
+    @property
     def webhook_url(self) -> str:
         if self.options.load_balancer:
-            return f"http://127.0.0.1:{self.lb_port}{INGRESS.lb_path}"
+            scheme = "https" if self._tls else "http"
+            return f"{scheme}://127.0.0.1:{self.lb_port}{INGRESS.lb_path}"
         return f"http://127.0.0.1:{self.replicas('ingress')[0].port}{INGRESS.lb_path}"
 
     @property
     def media_url(self) -> str:
         if self.options.load_balancer:
-            return f"ws://127.0.0.1:{self.lb_port}{GATEWAY.lb_path}"
+            scheme = "wss" if self._tls else "ws"
+            return f"{scheme}://127.0.0.1:{self.lb_port}{GATEWAY.lb_path}"
         return f"ws://127.0.0.1:{self.replicas('gateway')[0].port}{GATEWAY.lb_path}"
+
+    @property
+    def webhook_auth_header(self) -> dict[str, str]:
+        """The Authorization header the simulated Infobip sends (empty when none)."""
+        basic = self.options.simulators.webhook_basic
+        if basic is None:
+            return {}
+        import aiohttp
+
+        return {"Authorization": aiohttp.encode_basic_auth(*basic)}
 
     @property
     def infobip(self) -> InfobipSimulator | None:
@@ -115,7 +152,9 @@ class LocalStack:
     async def _start(self) -> None:
         if not self.redis_url:
             self.redis = RedisServer(appendonly=True, appendfsync=self.options.appendfsync,
-                                     data_dir=str(self.log_dir / "redis"))
+                                     data_dir=str(self.log_dir / "redis"),
+                                     password=self.options.redis_password,
+                                     maxmemory=self.options.redis_maxmemory or None)
             (self.log_dir / "redis").mkdir(exist_ok=True)
             self.redis.start()
             self.redis_url = self.redis.url
@@ -135,7 +174,9 @@ class LocalStack:
         if not binary:
             raise RuntimeError(haproxy.INSTALL_HINT)
         cfg = self.log_dir / "haproxy.cfg"
-        cfg.write_text(haproxy.render_local(self.plan, self.lb_port, self.lb_stats_port))
+        cfg.write_text(haproxy.render_local(self.plan, self.lb_port, self.lb_stats_port,
+                                            tls_cert=self.options.tls_cert,
+                                            limits=self.options.edge_limits))
         haproxy.check_config(binary, cfg)
         self.haproxy = self.supervisor.start(ProcessSpec(
             name="haproxy", argv=[binary, "-db", "-f", str(cfg)],
@@ -159,7 +200,7 @@ class LocalStack:
 
     def describe(self) -> list[tuple[str, str]]:
         """(what, where) rows for the start-up banner."""
-        rows = [("redis", self.redis_url)]
+        rows = [("redis", redact(self.redis_url))]
         if self.options.load_balancer:
             rows.append(("load balancer", f"{self.webhook_url}  {self.media_url}"))
             rows.append(("haproxy stats", f"http://127.0.0.1:{self.lb_stats_port}/stats"))

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 SIM_INFOBIP_KEY = "sim-infobip-key"
 SIM_OPENAI_KEY = "sk-sim-openai"
+#: User name of the Basic credentials a stack generates for the simulated subscription.
+SIM_WEBHOOK_USER = "infobip"
 #: Config id `demo --target` creates; compose.yaml's default for the orchestrators.
 DEMO_MEDIA_CONFIG_ID = "callbridge-demo"
 

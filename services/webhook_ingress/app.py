@@ -5,6 +5,7 @@ closed by a single cleanup_ctx generator (aiohttp's recommended shape).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -12,6 +13,7 @@ from aiohttp import web
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from services.webhook_ingress import handlers
 from services.webhook_ingress.appender import StreamAppender, Trim
@@ -20,7 +22,14 @@ from services.webhook_ingress.config import IngressSettings
 from services.webhook_ingress.metrics import IngressMetrics
 from services.webhook_ingress.state import SETTINGS, STATE, IngressState
 
-__all__ = ["SETTINGS", "STATE", "IngressState", "create_app", "redis_client"]
+__all__ = ["SETTINGS", "STATE", "IngressState", "PersistenceError", "create_app",
+           "redis_client"]
+
+log = logging.getLogger("callbridge.ingress")
+
+
+class PersistenceError(RuntimeError):
+    """Redis would lose acknowledged events on a restart (or we cannot tell): do not start."""
 
 
 def redis_client(settings: IngressSettings) -> aioredis.Redis:
@@ -39,10 +48,68 @@ def redis_client(settings: IngressSettings) -> aioredis.Redis:
     )
 
 
+async def redis_persistence(client: aioredis.Redis) -> str:
+    """`CONFIG GET appendonly`: "yes", "no", or "unknown" when CONFIG is disabled or renamed
+    (managed Redis services often do that: https://redis.io/docs/latest/operate/oss_and_stack/management/security/#disallowing-specific-commands)."""
+    try:
+        reply = await client.config_get("appendonly")
+    except ResponseError:
+        return "unknown"
+    value = reply.get("appendonly")
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value if value in ("yes", "no") else "unknown"
+
+
+async def check_persistence(client: aioredis.Redis, settings: IngressSettings) -> None:
+    """Refuse to acknowledge into a Redis that forgets on restart, unless told otherwise.
+
+    A 200 tells Infobip it need not retry; without AOF every event acknowledged since the
+    last snapshot dies with a Redis restart (https://redis.io/docs/latest/operate/oss_and_stack/management/persistence/).
+    Redis unreachable at start is not this check's business: requests get 503 until it is
+    back, and the check is not repeated then (a restarted Redis keeps its configuration)."""
+    if not settings.ingress_require_aof:
+        log.warning("INGRESS_REQUIRE_AOF=false: Redis persistence is not checked; events "
+                    "acknowledged with 200 may be lost if Redis restarts without AOF")
+        return
+    try:
+        mode = await redis_persistence(client)
+    except (RedisError, OSError) as exc:
+        log.warning("could not check Redis persistence at start (%s); webhooks answer 503 "
+                    "until Redis is reachable", type(exc).__name__)
+        return
+    if mode == "yes":
+        return
+    if mode == "no":
+        raise PersistenceError(
+            "Redis has AOF off (appendonly no): every acknowledged event would be lost on a "
+            "Redis restart. Turn it on (redis-server --appendonly yes, or CONFIG SET "
+            "appendonly yes and persist it in redis.conf), or set INGRESS_REQUIRE_AOF=false "
+            "to accept that loss")
+    raise PersistenceError(
+        "cannot tell whether Redis persists: CONFIG GET appendonly is disabled or renamed on "
+        "this server. Make sure AOF is on (appendonly yes) and then set "
+        "INGRESS_REQUIRE_AOF=false to start without the check")
+
+
+def _warn_insecure_choices(settings: IngressSettings) -> None:
+    """Every start, so an insecure setting never goes unnoticed in the logs."""
+    if not settings.webhook_authenticated:
+        log.warning("WEBHOOK_ALLOW_UNAUTHENTICATED=true: webhooks are NOT authenticated; "
+                    "anyone who reaches %s may post call events (set WEBHOOK_BASIC_* or "
+                    "WEBHOOK_HMAC_SECRET)", settings.webhook_path)
+
+
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     settings = state.settings
+    _warn_insecure_choices(settings)
     client = redis_client(settings)
+    try:
+        await check_persistence(client, settings)
+    except BaseException:
+        await client.aclose()
+        raise
     appender = StreamAppender(
         client,
         timeout_s=settings.ingress_append_timeout_s,

@@ -21,7 +21,11 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from multidict import CIMultiDictProxy
 
-from services.webhook_ingress.config import IngressSettings, Network
+from services.webhook_ingress.config import (
+    DEFAULT_CLIENT_ADDRESS_HEADER,
+    IngressSettings,
+    Network,
+)
 from shared.webhook_signing import verify
 
 IPAddress = IPv4Address | IPv6Address
@@ -58,19 +62,14 @@ def parse_ip(text: str | None) -> IPAddress | None:
         return None
 
 
-def forwarded_chain(headers: CIMultiDictProxy[str]) -> list[str]:
-    """Hops left to right: RFC 7239 `Forwarded: for=...` when present, else X-Forwarded-For."""
-    forwarded = headers.getall("Forwarded", [])
-    if forwarded:
-        hops = []
-        for element in ",".join(forwarded).split(","):
-            for pair in element.split(";"):
-                name, _, value = pair.strip().partition("=")
-                if name.lower() == "for":
-                    hops.append(value)
-        return hops
-    return [hop for hop in ",".join(headers.getall("X-Forwarded-For", [])).split(",")
-            if hop.strip()]
+def forwarded_chain(headers: CIMultiDictProxy[str], header: str) -> list[str]:
+    """Hops left to right from the ONE configured client-address header (X-Forwarded-For by
+    default; several header lines are one comma-separated list, RFC 9110 section 5.3).
+
+    Only one header is ever read: with two (say `Forwarded` and `X-Forwarded-For`), a client
+    could send the one the proxy does not overwrite and have it win. Our load balancer
+    deletes client-supplied copies and sets this one (services/stack/haproxy.py)."""
+    return [hop for hop in ",".join(headers.getall(header, [])).split(",") if hop.strip()]
 
 
 def _in_any(address: IPAddress, networks: Iterable[Network]) -> bool:
@@ -78,14 +77,17 @@ def _in_any(address: IPAddress, networks: Iterable[Network]) -> bool:
 
 
 def client_address(peer: str | None, headers: CIMultiDictProxy[str],
-                   trusted_proxies: Sequence[Network]) -> IPAddress | None:
-    """The sender's address. Forwarded headers are believed only when the TCP peer is a
-    trusted proxy, and then only up to the first hop that is not itself a trusted proxy
-    (walking right to left), so a client cannot spoof its way in with its own header."""
+                   trusted_proxies: Sequence[Network],
+                   header: str = DEFAULT_CLIENT_ADDRESS_HEADER) -> IPAddress | None:
+    """The sender's address. The client-address header is believed only when the TCP peer
+    is a trusted proxy, and then only up to the first hop that is not itself a trusted proxy
+    (walking right to left), so a client cannot spoof its way in with its own header. A
+    trusted proxy that forwarded no header leaves the proxy's own address (never allowed
+    unless the proxy itself is allowlisted)."""
     address = parse_ip(peer)
     if address is None or not _in_any(address, trusted_proxies):
         return address
-    for hop in reversed(forwarded_chain(headers)):
+    for hop in reversed(forwarded_chain(headers, header)):
         hop_address = parse_ip(hop)
         if hop_address is None:
             return None  # unparseable hop from a trusted proxy: do not guess
@@ -102,8 +104,9 @@ class Authenticator:
     def __init__(self, settings: IngressSettings) -> None:
         self.allowlist = list(settings.webhook_allowlist)
         self.trusted_proxies = list(settings.webhook_trusted_proxies)
+        self.client_address_header = settings.webhook_client_address_header
         self._basic: tuple[bytes, bytes] | None = None
-        if settings.webhook_basic_user is not None and settings.webhook_basic_password:
+        if settings.webhook_basic_user is not None and settings.webhook_basic_password is not None:
             self._basic = (
                 _digest(settings.webhook_basic_user.encode()),
                 _digest(settings.webhook_basic_password.get_secret_value().encode()),
@@ -115,18 +118,28 @@ class Authenticator:
         self._tolerance_s = settings.webhook_hmac_tolerance_s
 
     @property
+    def authenticated(self) -> bool:
+        """Basic or HMAC is on (the allowlist alone authenticates nobody)."""
+        return self._basic is not None or self._hmac_secret is not None
+
+    @property
     def needs_body(self) -> bool:
         return self._hmac_secret is not None
 
     def check_peer(self, peer: str | None, headers: CIMultiDictProxy[str]) -> Refusal | None:
         """Allowlist and Basic: both answerable from the headers alone."""
         if self.allowlist:
-            address = client_address(peer, headers, self.trusted_proxies)
+            address = client_address(peer, headers, self.trusted_proxies,
+                                     self.client_address_header)
             if address is None or not _in_any(address, self.allowlist):
-                # 403, not 401: no credential would change the answer.
+                # 403, not 401: no credential would change the answer. The advice names
+                # what the proxy must do before it may be trusted.
                 return Refusal(403, "forbidden_source",
                                "this source address may not post webhooks; add it to "
-                               "WEBHOOK_ALLOWLIST (or its proxy to WEBHOOK_TRUSTED_PROXIES)")
+                               "WEBHOOK_ALLOWLIST. Behind a proxy: list the proxy in "
+                               "WEBHOOK_TRUSTED_PROXIES only if it deletes client-supplied "
+                               f"{self.client_address_header} headers and sets its own "
+                               "(callbridge's generated HAProxy config does)")
         if self._basic is not None:
             problem = self._check_basic(headers.get("Authorization"))
             if problem:

@@ -19,10 +19,13 @@ is appended to the Redis events stream and answered 200 only after Redis acknowl
 
 Also: GET /healthz (alive), /readyz (Redis reachable and not draining), /metrics.
 Settings come from the environment (.env too); each flag below overrides one of them.
-Secrets are environment-only (never flags, which `ps` shows):
+Secrets are environment-only (never flags, which `ps` shows). At least one of Basic / HMAC
+is required (an empty value is an error); the ingress does not start without:
   WEBHOOK_BASIC_USER / WEBHOOK_BASIC_PASSWORD   HTTP Basic
   WEBHOOK_HMAC_SECRET                           HMAC-SHA256 body signature
+  WEBHOOK_ALLOW_UNAUTHENTICATED=true            ...or run open on purpose (warned every start)
   WEBHOOK_ALLOWLIST / WEBHOOK_TRUSTED_PROXIES   source networks, comma separated
+Redis must have AOF on (checked at start; INGRESS_REQUIRE_AOF=false skips it, warned).
 
 Several processes may share one port (SO_REUSEPORT): just start more of them.
 SIGTERM: /readyz turns 503, in-flight requests finish, then the process exits.
@@ -30,11 +33,11 @@ SIGTERM: /readyz turns 503, in-flight requests finish, then the process exits.
 
 EPILOG = """\
 examples:
-  callbridge ingress                                  # 127.0.0.1:8080, REDIS_URL from env
+  WEBHOOK_HMAC_SECRET=$(openssl rand -hex 32) callbridge ingress   # 127.0.0.1:8080
   callbridge ingress --host 0.0.0.0 --port 8080 --redis-url redis://10.0.0.5:6379/0
-  WEBHOOK_HMAC_SECRET=s3cret callbridge ingress --max-body-bytes 32768
+  WEBHOOK_BASIC_USER=infobip WEBHOOK_BASIC_PASSWORD=... callbridge ingress --max-body-bytes 32768
   callbridge ingress --port 8080 & callbridge ingress --port 8080 &   # two processes, one port
-  curl -s -XPOST localhost:8080/webhook -H 'Content-Type: application/json' \\
+  curl -s -XPOST localhost:8080/webhook -u infobip:... -H 'Content-Type: application/json' \\
        -d '{"type":"CALL_RECEIVED","callId":"c-1"}'
 """
 

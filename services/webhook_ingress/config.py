@@ -3,6 +3,11 @@ upper-cased) or `.env`; the CLI's flags override single fields.
 
 Secrets (Basic password, HMAC secret) are `SecretStr`, so printing the settings or logging
 them shows `**********`, never the value.
+
+Secure by default: settings that would leave the webhook open (no authentication at all, an
+empty secret) do not validate; running without authentication is an explicit, logged choice
+(`WEBHOOK_ALLOW_UNAUTHENTICATED=true`), and so is acknowledging into a Redis without AOF
+(`INGRESS_REQUIRE_AOF=false`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ from shared.webhook_signing import (
 )
 
 Network = IPv4Network | IPv6Network
+
+#: The one header carrying the client's address, set by our load balancer (which deletes any
+#: copy the client sent; services/stack/haproxy.py) and read only from trusted proxies.
+DEFAULT_CLIENT_ADDRESS_HEADER = "X-Forwarded-For"
 
 
 def _split_networks(value: Any) -> Any:
@@ -43,11 +52,29 @@ class IngressSettings(CommonSettings):
     webhook_path: str = Field("/webhook", pattern=r"^/")
     ingress_uvloop: bool = Field(True, description="Use uvloop's event loop when installed.")
     ingress_keepalive_timeout_s: float = Field(
-        75.0, gt=0, description="Idle keep-alive connections are closed after this."
+        10.0, gt=0,
+        description="A connection without a complete request head this long after it opened "
+        "(or after its previous response) is closed: the idle keep-alive bound, and the bound "
+        "on a client dribbling its headers (aiohttp's keep-alive timer is its only header "
+        "timeout).",
     )
 
     # Input bounds ---------------------------------------------------------------------
     ingress_max_body_bytes: int = Field(65536, ge=1, description="Larger bodies get 413.")
+    ingress_event_max_bytes: int = Field(
+        16384, ge=1,
+        description="Largest stored event of a type callbridge knows (CALL_*, DIALOG_*, "
+        "MEDIA_STREAM_*); larger get 413. The simulator's are 0.7-2.1 KB.",
+    )
+    ingress_unknown_event_max_bytes: int = Field(
+        4096, ge=1,
+        description="Largest stored event of any other type (stored, not acted on).",
+    )
+    ingress_event_type_max_bytes: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-type overrides, comma separated TYPE=BYTES (e.g. "
+        "TRANSCRIPTION=16384).",
+    )
     ingress_body_timeout_s: float = Field(
         10.0, gt=0,
         description="A body not fully received within this is cut off (408): a stalled or "
@@ -55,6 +82,12 @@ class IngressSettings(CommonSettings):
     )
 
     # Durability -----------------------------------------------------------------------
+    ingress_require_aof: bool = Field(
+        True,
+        description="Refuse to start unless Redis has AOF on (CONFIG GET appendonly): an "
+        "acknowledged event must survive a Redis restart. false = an explicit choice, warned "
+        "on every start.",
+    )
     ingress_coalesce: bool = Field(
         True,
         description="Coalesce concurrent requests' XADDs into one pipeline per loop turn. "
@@ -91,10 +124,15 @@ class IngressSettings(CommonSettings):
         15.0, gt=0, description="Longest wait for in-flight requests after the listener closed."
     )
 
-    # Authentication (all optional; every configured check must pass) -------------------
+    # Authentication (at least one of Basic / HMAC; every configured check must pass) ----
     webhook_basic_user: str | None = None
     webhook_basic_password: SecretStr | None = None
     webhook_hmac_secret: SecretStr | None = None
+    webhook_allow_unauthenticated: bool = Field(
+        False,
+        description="Start without Basic or HMAC (anyone who reaches the port may post "
+        "events). An explicit choice, warned on every start.",
+    )
     webhook_hmac_signature_header: str = DEFAULT_SIGNATURE_HEADER
     webhook_hmac_timestamp_header: str = DEFAULT_TIMESTAMP_HEADER
     webhook_hmac_tolerance_s: int = Field(DEFAULT_TOLERANCE_S, ge=1)
@@ -104,16 +142,66 @@ class IngressSettings(CommonSettings):
     )
     webhook_trusted_proxies: Annotated[list[Network], NoDecode] = Field(
         default_factory=list,
-        description="Proxies whose X-Forwarded-For / Forwarded headers are believed.",
+        description="Proxies whose WEBHOOK_CLIENT_ADDRESS_HEADER is believed.",
+    )
+    webhook_client_address_header: str = Field(
+        DEFAULT_CLIENT_ADDRESS_HEADER, min_length=1,
+        description="The one header a trusted proxy puts the client's address in (our "
+        "HAProxy config sets it and deletes client-supplied copies); any other forwarding "
+        "header (Forwarded, X-Real-IP) is ignored.",
     )
 
     _split_allowlist = field_validator("webhook_allowlist", "webhook_trusted_proxies",
                                        mode="before")(_split_networks)
 
+    @field_validator("ingress_event_type_max_bytes", mode="before")
+    @classmethod
+    def _split_type_limits(cls, value: Any) -> Any:
+        """`TRANSCRIPTION=16384, X=512` (one env var) -> {"TRANSCRIPTION": 16384, ...}."""
+        if not isinstance(value, str):
+            return value
+        limits: dict[str, int] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            name, sep, size = part.partition("=")
+            if not sep or not name.strip() or not size.strip().isdigit():
+                raise ValueError(f"{part.strip()!r} is not TYPE=BYTES (e.g. TRANSCRIPTION=16384)")
+            limits[name.strip()] = int(size)
+        return limits
+
     @model_validator(mode="after")
-    def _basic_pair(self) -> IngressSettings:
+    def _authentication(self) -> IngressSettings:
+        """Fail closed: an empty secret is a mistake, not "off"; no check at all is refused
+        unless the operator said so."""
         if (self.webhook_basic_user is None) != (self.webhook_basic_password is None):
             raise ValueError(
                 "set both WEBHOOK_BASIC_USER and WEBHOOK_BASIC_PASSWORD, or neither"
             )
+        for name, value in (("WEBHOOK_BASIC_USER", self.webhook_basic_user),
+                            ("WEBHOOK_BASIC_PASSWORD", self.webhook_basic_password),
+                            ("WEBHOOK_HMAC_SECRET", self.webhook_hmac_secret)):
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if text is not None and not text.strip():
+                raise ValueError(
+                    f"{name} is set but empty, which would not protect anything: set it to a "
+                    "long random value (e.g. `openssl rand -hex 32`), or unset it")
+        if not self.webhook_authenticated and not self.webhook_allow_unauthenticated:
+            raise ValueError(
+                "no webhook authentication is configured, so anyone reaching the port could "
+                "post call events: set WEBHOOK_BASIC_USER + WEBHOOK_BASIC_PASSWORD and/or "
+                "WEBHOOK_HMAC_SECRET (the same values as the Infobip subscription), or set "
+                "WEBHOOK_ALLOW_UNAUTHENTICATED=true to run open on purpose")
         return self
+
+    @property
+    def webhook_authenticated(self) -> bool:
+        """Basic or HMAC is on (the allowlist alone is not authentication)."""
+        return self.webhook_basic_password is not None or self.webhook_hmac_secret is not None
+
+    def event_max_bytes(self, event_type: str, known: bool) -> int:
+        """The size bound of one event of `event_type` (overrides first)."""
+        override = self.ingress_event_type_max_bytes.get(event_type)
+        if override is not None:
+            return override
+        return self.ingress_event_max_bytes if known else self.ingress_unknown_event_max_bytes

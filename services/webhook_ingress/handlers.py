@@ -21,10 +21,12 @@ from services.webhook_ingress.auth import Refusal
 from services.webhook_ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from services.webhook_ingress.state import STATE, IngressState
 from services.webhook_ingress.validation import (
+    KNOWN_EVENT_TYPES,
     Accepted,
     BodyTimeout,
     Problem,
     check_content_type,
+    event_too_large,
     parse_event,
     read_bounded,
     too_large,
@@ -104,6 +106,11 @@ async def _webhook(state: IngressState, request: web.Request) -> web.Response:
         outcome = check_content_type(request.content_type, headers.get("Content-Encoding"))
         if outcome is None:
             outcome = parse_event(body)
+        if isinstance(outcome, Accepted):
+            type_limit = settings.event_max_bytes(outcome.type,
+                                                  outcome.type in KNOWN_EVENT_TYPES)
+            if len(body) > type_limit:
+                outcome = event_too_large(outcome.type, len(body), type_limit)
     if isinstance(outcome, Problem):
         _store_rejected(state, request, body, outcome)
         return error_response(outcome.status, outcome.code, outcome.detail,
@@ -149,8 +156,11 @@ def _store_rejected(state: IngressState, request: web.Request, body: bytes,
                                         "status": problem.status})
     if appender is None:
         return
+    # A sample for forensics, not the whole body: REJECTED_MAXLEN x the unknown-event
+    # bound stays small, where x INGRESS_MAX_BODY_BYTES would be a memory lever.
+    sample = body[:state.settings.ingress_unknown_event_max_bytes]
     queued = appender.append_nowait(redis_keys.REJECTED_STREAM, {
-        "body": body,  # already truncated to INGRESS_MAX_BODY_BYTES
+        "body": sample,
         "reason": problem.code,
         "status": str(problem.status),
         "detail": problem.detail[:500],

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from services.webhook_ingress.app import create_app
+from services.webhook_ingress.app import PersistenceError, create_app
 from services.webhook_ingress.config import IngressSettings
 from services.webhook_ingress.state import STATE
 from shared.event_loop import loop_factory
@@ -76,6 +76,9 @@ def run(settings: IngressSettings) -> int:
     with asyncio.Runner(loop_factory=loop_factory(settings.ingress_uvloop)) as runner:
         try:
             runner.run(serve(settings))
+        except PersistenceError as exc:
+            log.error("refusing to start: %s", exc)
+            return 2
         except OSError as exc:
             log.error("cannot listen on %s:%s: %s", settings.ingress_host,
                       settings.ingress_port, exc)

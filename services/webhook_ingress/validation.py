@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from aiohttp import StreamReader
 from pydantic import ValidationError
 
-from shared.infobip_events import CallsEvent
+from shared.infobip_events import CallsEvent, EventType
+
+#: The event types callbridge acts on get the larger size bound; any other type is stored
+#: but gets the small one (an unknown type is the cheapest way to fill the stream).
+KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +80,14 @@ async def read_bounded(content: StreamReader, limit: int, timeout_s: float) -> t
     if size > limit:
         return body[:limit], True
     return body, False
+
+
+def event_too_large(event_type: str, size: int, limit: int) -> Problem:
+    return Problem(413, "event_too_large",
+                   f"a {event_type[:64]!r} event of {size} bytes is larger than the "
+                   f"{limit} bytes allowed for its type (INGRESS_EVENT_MAX_BYTES for call "
+                   "events, INGRESS_UNKNOWN_EVENT_MAX_BYTES for others, "
+                   "INGRESS_EVENT_TYPE_MAX_BYTES per type)")
 
 
 def parse_event(body: bytes) -> Accepted | Problem:
