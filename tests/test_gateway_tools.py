@@ -14,6 +14,7 @@ from arq.jobs import deserialize_job
 from services.media_gateway.server import Gateway
 from shared import redis_keys
 from shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
+from shared.jobs import deserialize_job as shared_deserialize_job
 from shared.profiles import AgentProfile, ProfileBook
 from simulators import ASSETS_DIR
 from simulators.openai_realtime import GREETING, RealtimeSimulator, Reply
@@ -60,7 +61,7 @@ async def queued_job(redis: aioredis.Redis, jid: str) -> tuple[str, tuple[object
     raw = await wait_redis(lambda: redis.get(f"arq:job:{jid}"), lambda v: v is not None,
                            timeout=30, what=f"arq job {jid}")
     assert await redis.zscore(redis_keys.JOB_QUEUE, jid) is not None, "not in the queue zset"
-    job = deserialize_job(raw)
+    job = deserialize_job(raw, deserializer=shared_deserialize_job)
     return job.function, tuple(job.args), job.enqueue_time.timestamp()
 
 

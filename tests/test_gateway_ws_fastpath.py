@@ -21,7 +21,8 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from services.media_gateway.ws_fastpath import (
-    EARLY_FRAMES,
+    EARLY_BUFFER_BYTES,
+    EARLY_FRAME_OVERHEAD,
     MediaConnection,
     encode_frame,
     write_frame,
@@ -107,21 +108,42 @@ async def test_media_connection_hands_binary_frames_over_in_order() -> None:
     assert texts == ['{"event":"websocket:connected"}', '{"event":"websocket:dtmf","digit":"5"}']
 
 
-def test_early_buffer_is_bounded_and_keeps_the_newest() -> None:
+def test_early_buffer_is_bounded_in_bytes_and_keeps_the_newest() -> None:
+    """Frames held before admission are bounded by bytes, not by count: 64 KiB frames must
+    not make the buffer 16 MB (each frame is accounted with a per-object overhead too)."""
     conn = _bare_connection()
-    for i in range(EARLY_FRAMES + 10):
-        conn.process_event(Frame(Opcode.BINARY, i.to_bytes(4, "big")))
+    frame_bytes = 4096
+    n = EARLY_BUFFER_BYTES // frame_bytes + 10
+    for i in range(n):
+        conn.process_event(Frame(Opcode.BINARY, i.to_bytes(4, "big") * (frame_bytes // 4)))
+    assert conn._early_bytes <= EARLY_BUFFER_BYTES
     got: list[bytes] = []
     conn.set_binary_handler(got.append)
-    assert len(got) == EARLY_FRAMES
-    assert got[0] == (10).to_bytes(4, "big")
+    kept = EARLY_BUFFER_BYTES // (frame_bytes + EARLY_FRAME_OVERHEAD)
+    assert len(got) == kept
+    assert got[-1][:4] == (n - 1).to_bytes(4, "big")  # the newest is kept
+    assert got[0][:4] == (n - kept).to_bytes(4, "big")
+
+
+class _Protocol:
+    max_message_size = 2**20
 
 
 def _bare_connection() -> MediaConnection:
     """A MediaConnection without a socket: enough for process_event and the handler."""
     conn = MediaConnection.__new__(MediaConnection)
+    conn.protocol = _Protocol()  # type: ignore[assignment]
+    conn._full_max_size = 2**20
+    conn._limits = None
+    conn._gate = None
+    conn._meter = None
+    conn._discarding = False
+    conn._websockets_only = False
     conn._on_binary = None
-    conn._early = deque(maxlen=EARLY_FRAMES)
+    conn._early = deque()
+    conn._early_bytes = 0
+    conn._early_budget = EARLY_BUFFER_BYTES
+    conn._pre_frames = conn._pre_control = 0
     return conn
 
 

@@ -2,9 +2,15 @@
 
 Module-level objects in the default registry: one gateway per process in production; tests
 that start several gateways in one process share them, so tests read deltas, not totals.
+
+Every label value comes from a fixed set defined in code (an enum here, or the code's own
+constants), never from what a peer sent: a label per distinct reason text or per model
+error string is a new time series each, which an attacker could grow without bound.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
@@ -15,6 +21,13 @@ _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 
 ACTIVE_SESSIONS = Gauge(f"{_NS}_active_sessions", "Media sessions in progress")
 SESSIONS = Counter(f"{_NS}_sessions_total", "Media sessions ended, by end reason", ["reason"])
 REFUSED = Counter(f"{_NS}_refused_total", "Connections refused before relaying", ["reason"])
+PENDING = Gauge(f"{_NS}_pending_connections",
+                "Connections not yet admitted (handshake, websocket:connected, token check)")
+LIMITED = Counter(
+    f"{_NS}_caller_limited_total",
+    "Caller input dropped or cut by a limit: audio_dropped (frames above real time + burst), "
+    "flood_cutoff (calls cut above the hard limit), dtmf_invalid, dtmf_rate",
+    ["what"])
 RELAY_LATENCY = Histogram(
     f"{_NS}_relay_latency_seconds",
     "Added latency: caller frame received -> sent to the model (to_model); model audio "
@@ -43,6 +56,57 @@ GC_PAUSE = Histogram(
 REDIS_ERRORS = Counter(f"{_NS}_redis_errors_total", "Failed best-effort Redis flushes")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class RefusalReason(StrEnum):
+    """Why a connection was refused before it was admitted (the `reason` label of
+    `callbridge_gateway_refused_total`); the close reason sent to the peer says more."""
+
+    BAD_TOKEN = "bad_token"  # missing, malformed, unknown, used, or another call's token
+    EXPIRED = "expired"  # the token's record says it expired
+    TOO_LARGE = "too_large"  # a frame, request or pre-admission buffer above its limit
+    TIMEOUT = "timeout"  # no websocket:connected before the admission deadline
+    BAD_RATE = "bad_rate"  # a sample rate the gateway cannot serve
+    CAPACITY = "capacity"  # session cap reached, or evicted from a full pending set
+    DRAINING = "draining"  # the process is shutting down
+    UNAVAILABLE = "unavailable"  # the token store (Redis) did not answer
+    PROTOCOL = "protocol"  # anything else the media protocol does not allow
+    OTHER = "other"
+
+
+class Limited(StrEnum):
+    """The `what` label of `callbridge_gateway_caller_limited_total`."""
+
+    AUDIO_DROPPED = "audio_dropped"
+    FLOOD_CUTOFF = "flood_cutoff"
+    DTMF_INVALID = "dtmf_invalid"
+    DTMF_RATE = "dtmf_rate"
+
+
+#: Realtime error codes the gateway expects to see (OpenAI Realtime API reference, "error"
+#: server event: https://platform.openai.com/docs/api-reference/realtime-server-events/error);
+#: any other code is counted as "other" so a model cannot mint label values either.
+MODEL_ERROR_CODES = frozenset({
+    "response_cancel_not_active", "conversation_already_has_active_response",
+    "input_audio_buffer_commit_empty", "session_expired", "invalid_value",
+    "invalid_request_error", "server_error", "rate_limit_exceeded", "missing_required_parameter",
+    "unknown_parameter", "invalid_type", "item_truncate_invalid_item_id",
+    "beta_api_shape_disabled", "decimal_below_min_value", "decimal_above_max_value",
+})
+
+
+def refused(reason: RefusalReason) -> None:
+    """Count one refusal under its fixed label."""
+    REFUSED.labels(reason.value if isinstance(reason, RefusalReason)
+                   else RefusalReason.OTHER.value).inc()
+
+
+def limited(what: Limited, amount: int = 1) -> None:
+    LIMITED.labels(what.value).inc(amount)
+
+
+def model_error(code: str) -> None:
+    MODEL_ERRORS.labels(code if code in MODEL_ERROR_CODES else "other").inc()
 
 
 def render() -> bytes:

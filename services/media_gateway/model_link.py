@@ -6,8 +6,19 @@ Protocol: ../shared/reference/openai-realtime.md. GA only: `Authorization: Beare
 minutes with `error` code `session_expired` and close 1001, and a socket can drop without a
 close frame: there is no resume, so a new socket gets `session.update` again plus the
 conversation so far as text items ("re-seed"), and a `response.create` so the agent picks up.
-Closes 3000 (auth) and 4000 (beta header / bad model) are configuration errors: retrying
-cannot help, so they fail at once.
+Only the close codes the openai-python SDK's own reconnect policy treats as recoverable are
+retried (`RETRYABLE_CLOSE_CODES`); any other code (3000 auth, 4000 beta header / bad model,
+1000, 1008, ...) is fatal at once and logged with its code and reason.
+
+The first `response.create` on a socket (the greeting, or the resume after a reconnect) is
+sent only once the server confirmed our `session.update` with `session.updated`; an `error`
+naming the update's `event_id` instead means the server discarded the whole configuration and
+would run the call on its defaults (no persona, no tools): the link gives up and the session
+ends the call through its model-failure path (spoken fallback, transfer or hang-up).
+Its `instructions` are the profile's followed by the greeting/resume directive, because
+`response.instructions` *replace* the session's for that response (SDK docstring of
+`ResponseCreateEvent`, https://github.com/openai/openai-python/blob/main/src/openai/types/
+realtime/response_create_event.py); a directive alone would speak without the persona.
 
 Caller audio that arrives while no socket is ready (opening, reconnecting) is buffered, not
 dropped (../shared/perf-notes.md), up to `pending_audio_ms`; oldest first out.
@@ -23,6 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
+from prometheus_client import Counter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
@@ -34,8 +46,15 @@ from shared.profiles import AgentProfile
 
 log = logging.getLogger(__name__)
 
-#: Close codes after which reconnecting is pointless (reference: "The beta interface...").
-FATAL_CLOSE_CODES = frozenset({3000, 4000})
+#: Close codes after which a new socket may succeed: exactly the openai-python SDK's
+#: `_RECOVERABLE_CLOSE_CODES` (src/openai/types/websocket_reconnection.py, after RFC 6455
+#: section 7.4.1): going away (the 60-minute `session_expired` closes with it), no status,
+#: abnormal closure (a drop without a close frame), internal error, service restart, try
+#: again later, TLS failure. Every other code is fatal: 3000 (bad key) and 4000 (beta
+#: header, bad model) say so explicitly; 1000/1008/... mean the server ended us on purpose.
+RETRYABLE_CLOSE_CODES = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+#: A socket lost without a close frame reports no code: the same as 1006.
+ABNORMAL_CLOSURE = 1006
 _BACKOFF_S = (0.0, 0.2, 0.4, 0.8, 1.6, 2.0)
 _APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 _APPEND_TAIL = b'"}'
@@ -50,6 +69,32 @@ RESUME_INSTRUCTIONS = (
 
 EventHandler = Callable[[bytes, float], None]
 SESSION_UPDATED = "session.updated"
+ACTIVE_RESPONSE_ERROR = "conversation_already_has_active_response"
+_HELD_CONTROL_MAX = 32  # control events kept while a socket awaits session.updated
+_REMEMBERED_CREATES = 8  # response.create events kept for a retry after an active-response error
+
+#: Defined here rather than in metrics.py, which this change does not own; same namespace.
+CONFIG_REJECTED = Counter(
+    "callbridge_gateway_model_config_rejected_total",
+    "session.update refused by the model (error naming its event_id): the call is ended "
+    "instead of running on the server's default session")
+
+
+def is_retryable_close(code: int | None) -> bool:
+    """True when a socket closed with `code` (None: no close frame) is worth reopening."""
+    return (ABNORMAL_CLOSURE if code is None else code) in RETRYABLE_CLOSE_CODES
+
+
+def with_profile_instructions(profile_instructions: str, directive: str) -> str:
+    """`response.instructions` that keep the persona: the profile's text, then the directive.
+
+    `response.instructions` replace the session's instructions for that one response, so a
+    bare directive ("greet the caller") would speak with no persona, language or tool
+    guidance. Repeating the profile keeps the directive scoped to this response; a system
+    item instead would stay in the conversation and keep saying "greet" on later turns."""
+    if not profile_instructions:
+        return directive
+    return f"{profile_instructions}\n\n{directive}"
 
 
 def append_event(pcm24: bytes) -> bytes:
@@ -74,6 +119,22 @@ class ModelLink:
         self.closing = False
         self.connects = 0
         self.last_close_code: int | None = None
+        self.last_close_reason: str = ""
+        #: set when the model refused our session.update: the call must not go on
+        self.config_rejected = False
+        self._config_event_id: str | None = None
+        #: the greeting/resume response.create, sent once session.updated confirmed the config
+        self._first_response: dict[str, Any] | None = None
+        #: response.create events we sent, by event_id, to retry one the server refused
+        #: because a response was active (its own VAD turn raced ours)
+        self._sent_creates: dict[str, dict[str, Any]] = {}
+        self._retry_create: dict[str, Any] | None = None
+        self._creates_sent = 0
+        #: function-call events held until their response's `response.done` tells whether
+        #: it completed: a cancelled, failed or incomplete response must not run tools
+        self._held_calls: dict[str, list[bytes]] = {}
+        #: control events sent while the socket awaits session.updated
+        self._held_control: list[dict[str, Any]] = []
         self._pending = bytearray()
         self._pending_cap = settings.pending_audio_ms * 48  # 24 kHz, 16-bit
 
@@ -102,10 +163,23 @@ class ModelLink:
     def send(self, event: dict[str, Any]) -> bool:
         """Send a control event now (dropped, and logged, if no socket is ready)."""
         ws = self.ws
+        if ws is not None and not self.ready and len(self._held_control) < _HELD_CONTROL_MAX:
+            self._held_control.append(event)  # configuring: sent after session.updated
+            return True
         if not self.ready or ws is None:
             log.info("model not ready: dropped %s", event.get("type"))
             return False
+        if event.get("type") == "response.create":
+            self._remember_create(event)
         return write_frame(ws, orjson.dumps(event), text=True, limit=_MODEL_WRITE_LIMIT)
+
+    def _remember_create(self, event: dict[str, Any]) -> None:
+        self._creates_sent += 1
+        event_id = event.get("event_id")
+        if isinstance(event_id, str):
+            self._sent_creates[event_id] = event
+            while len(self._sent_creates) > _REMEMBERED_CREATES:
+                del self._sent_creates[next(iter(self._sent_creates))]
 
     # Connecting --------------------------------------------------------------------------
 
@@ -127,22 +201,34 @@ class ModelLink:
         except BaseException:
             ws.transport.abort()  # never leak a half-configured socket
             raise
-        self.ws = ws
-        self.ready = True
+        self.ws = ws  # `ready` only once the server confirmed the configuration (run())
 
     async def _configure(self, ws: ClientConnection, first: bool) -> None:
-        events: list[dict[str, Any]] = [
-            rt.session_update(rt.session_config(self.profile, self.settings.openai_model,
-                                                self.tools))]
+        update = rt.session_update(rt.session_config(self.profile, self.settings.openai_model,
+                                                     self.tools))
+        self._config_event_id = update["event_id"]
+        events: list[dict[str, Any]] = [update]
+        self._first_response = None
         if first:
             if self.profile.greeting:  # the agent speaks first
-                events.append(rt.response_create(self.profile.greeting))
+                self._first_response = rt.response_create(
+                    with_profile_instructions(self.profile.instructions, self.profile.greeting))
         else:
             lines = [(r, t) for r, t in self._history() if r in ("agent", "caller")]
             for role, text in lines[-_RESEED_LINES:]:
                 events.append(rt.text_item("assistant" if role == "agent" else "user", text))
-            events.append(rt.response_create(RESUME_INSTRUCTIONS))
+            self._first_response = rt.response_create(
+                with_profile_instructions(self.profile.instructions, RESUME_INSTRUCTIONS))
         for event in events:
+            await ws.send(rt.dumps(event))
+
+    async def _confirmed(self, ws: ClientConnection) -> None:
+        """`session.updated` arrived: the greeting/resume response first, then the caller
+        audio and control events held meanwhile, then live relaying. Nothing of the caller
+        reaches a session whose configuration might still be refused."""
+        event, self._first_response = self._first_response, None
+        if event is not None:
+            self._remember_create(event)
             await ws.send(rt.dumps(event))
         # Caller audio buffered while we were away, oldest first; removed only once sent.
         for _ in range(10_000):  # bounded: the buffer holds at most pending_audio_ms
@@ -151,6 +237,12 @@ class ModelLink:
             chunk = bytes(self._pending[:_PENDING_CHUNK])
             await ws.send(append_event(chunk), text=True)
             del self._pending[:len(chunk)]
+        held, self._held_control = self._held_control, []
+        for control in held:
+            if control.get("type") == "response.create":
+                self._remember_create(control)
+            await ws.send(rt.dumps(control))
+        self.ready = True
 
     async def open_with_retry(self, deadline: float, *, first: bool,
                               on_failure: Callable[[], None] | None = None) -> bool:
@@ -167,11 +259,11 @@ class ModelLink:
                     ConnectionClosed) as exc:
                 log.warning("model connect attempt %d failed: %s", attempt + 1,
                             type(exc).__name__)
-                if isinstance(exc, ConnectionClosed) and exc.rcvd is not None:
-                    self.last_close_code = exc.rcvd.code
-                    if exc.rcvd.code in FATAL_CLOSE_CODES:
+                if isinstance(exc, ConnectionClosed):
+                    self._note_close(exc)
+                    if not is_retryable_close(self.last_close_code):
                         log.error("model refused us with close %s (%s): not retrying",
-                                  exc.rcvd.code, exc.rcvd.reason)
+                                  self.last_close_code, self.last_close_reason)
                         return False
                 if on_failure is not None:
                     on_failure()
@@ -209,31 +301,123 @@ class ModelLink:
             ws = self.ws
             assert ws is not None
             healthy = False
+            self._held_calls.clear()
+            self._retry_create = None
             try:
                 while True:
                     raw = await ws.recv(decode=False)
                     data = raw if isinstance(raw, bytes) else raw.encode()
-                    if not healthy and rt.peek_type(data) == SESSION_UPDATED:
-                        healthy = True
-                        if not first:
-                            metrics.RECONNECTS.labels("ok").inc()
-                            log.info("model reconnected and re-seeded")
-                        first = False
+                    kind = rt.peek_type(data)
+                    if not healthy:
+                        if kind == SESSION_UPDATED:
+                            healthy = True
+                            if not first:
+                                metrics.RECONNECTS.labels("ok").inc()
+                                log.info("model reconnected and re-seeded")
+                            first = False
+                            on_event(data, loop.time())
+                            await self._confirmed(ws)
+                            continue
+                        if kind == rt.ERROR and self._rejects_config(data):
+                            on_event(data, loop.time())  # counted and logged like any error
+                            self.config_rejected = True
+                            CONFIG_REJECTED.inc()
+                            await self._abandon(ws)
+                            return False
+                    if kind == rt.FUNCTION_CALL_DONE and self._hold_call(data):
+                        continue
+                    if kind == rt.RESPONSE_DONE:
+                        self._on_response_done(data, loop.time(), on_event)
+                        continue
+                    if kind == rt.ERROR:
+                        self._note_active_response_refusal(data)
                     on_event(data, loop.time())
             except ConnectionClosed as exc:
-                self.last_close_code = exc.rcvd.code if exc.rcvd else None
+                self._note_close(exc)
             self.ws = None
             self.ready = False
+            # What this socket held dies with it: the re-seed carries the conversation.
+            self._held_control.clear()
+            self._first_response = None
             if self.closing:
                 return True
-            if self.last_close_code in FATAL_CLOSE_CODES:
-                log.error("model closed with %s: not retrying", self.last_close_code)
+            if not is_retryable_close(self.last_close_code):
+                log.error("model closed with %s (%s): not retrying", self.last_close_code,
+                          self.last_close_reason or "no reason")
                 return False
             if healthy:
                 lost_since = loop.time()
             log.warning("model socket lost (close code %s); reconnecting", self.last_close_code)
             on_lost()
         return True
+
+    def _note_close(self, exc: ConnectionClosed) -> None:
+        self.last_close_code = exc.rcvd.code if exc.rcvd is not None else None
+        self.last_close_reason = exc.rcvd.reason if exc.rcvd is not None else ""
+
+    def _rejects_config(self, data: bytes) -> bool:
+        """An `error` naming our session.update: the server discarded the whole update."""
+        try:
+            err = rt.ErrorEvent.model_validate_json(data).error
+        except ValueError:
+            return False
+        if err.event_id is None or err.event_id != self._config_event_id:
+            return False
+        log.error("model rejected our session.update: %s: %s (param=%s); ending the call "
+                  "rather than running on the server's defaults", err.code, err.message,
+                  err.param)
+        return True
+
+    async def _abandon(self, ws: ClientConnection) -> None:
+        self.ready = False
+        self.ws = None
+        await ws.close()
+
+    def _hold_call(self, data: bytes) -> bool:
+        """Keep a function call until its response is done; False if it cannot be held."""
+        try:
+            response_id = orjson.loads(data).get("response_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            return False
+        if not isinstance(response_id, str):
+            return False
+        self._held_calls.setdefault(response_id, []).append(data)
+        return True
+
+    def _on_response_done(self, data: bytes, at: float, on_event: EventHandler) -> None:
+        """Release held tool calls of a `completed` response, drop the others' (reference
+        "Function calling": run tools only for a response that was not cancelled; `failed`
+        and `incomplete` responses did not finish either), then retry a response.create
+        the server refused while this response was active."""
+        try:
+            response = orjson.loads(data).get("response") or {}
+            response_id, status = response.get("id"), response.get("status")
+        except (orjson.JSONDecodeError, AttributeError):
+            response_id, status = None, None
+        held = self._held_calls.pop(response_id, []) if isinstance(response_id, str) else []
+        if status == "completed":
+            for call in held:
+                on_event(call, at)
+        elif held:
+            log.info("response %s ended %s: its %d tool call(s) are not run", response_id,
+                     status, len(held))
+        sent_before = self._creates_sent
+        on_event(data, at)
+        retry, self._retry_create = self._retry_create, None
+        if retry is not None and self._creates_sent == sent_before:
+            log.info("retrying response.create %s refused during an active response",
+                     retry.get("event_id"))
+            self.send(retry)
+
+    def _note_active_response_refusal(self, data: bytes) -> None:
+        """Our response.create refused because the server's own response was active: keep it
+        for after that response (the error is benign, the request must not be lost)."""
+        try:
+            err = rt.ErrorEvent.model_validate_json(data).error
+        except ValueError:
+            return
+        if err.code == ACTIVE_RESPONSE_ERROR and err.event_id in self._sent_creates:
+            self._retry_create = self._sent_creates[err.event_id]
 
     async def close(self) -> None:
         self.closing = True

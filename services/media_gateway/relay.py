@@ -10,6 +10,13 @@ is parsed (`ws_fastpath.MediaConnection`) and sends are synchronous frame writes
 
 Malformed input never ends a session: an odd-length or empty audio frame, non-JSON text, an
 unknown control message or a model event missing fields is counted or logged and skipped.
+Caller audio is metered before it gets here (`ws_fastpath.MediaConnection` with the call's
+`limits.CallerMeter`): what reaches `caller_audio_handler` is at most real time + burst.
+
+DTMF is the one caller input that becomes *text* in the model's conversation, so it is
+the prompt-injection door: only a single keypad key (`shared.infobip_media.DTMF_DIGITS`)
+ever reaches the model, through a fixed sentence, at most DTMF_MAX_PER_S a second per
+call; anything else is dropped and counted (`callbridge_gateway_caller_limited_total`).
 """
 
 from __future__ import annotations
@@ -22,9 +29,17 @@ from typing import TYPE_CHECKING
 import orjson
 
 from services.media_gateway import metrics
+from services.media_gateway.limits import ACCEPT
+from services.media_gateway.metrics import Limited
 from services.media_gateway.ws_fastpath import MediaConnection
 from shared import realtime_events as rt
-from shared.infobip_media import Dtmf, MediaProtocolError, UnknownControl, parse_control
+from shared.infobip_media import (
+    Dtmf,
+    InvalidDtmf,
+    MediaProtocolError,
+    UnknownControl,
+    parse_control,
+)
 
 if TYPE_CHECKING:
     from services.media_gateway.session import MediaSession
@@ -33,6 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Reference "Events a bridge needs": the end of one item's audio.
 AUDIO_DONE = "response.output_audio.done"
+#: Malformed or unknown control messages logged per call; past that they are only counted
+#: (a peer must not be able to fill the logs).
+CONTROL_LOG_LIMIT = 5
 #: Errors a bridge expects in normal operation (reference: "Error event").
 BENIGN_ERRORS = frozenset({"response_cancel_not_active",
                            "conversation_already_has_active_response",
@@ -46,14 +64,17 @@ async def caller_pump(session: MediaSession) -> None:
     is left: control messages, fragmented frames, and the close."""
     conn = session.conn
     on_audio = caller_audio_handler(session)
+    meter = session.meter
     direct = conn if isinstance(conn, MediaConnection) else None
     if direct is not None:
-        direct.set_binary_handler(on_audio)
+        direct.set_binary_handler(on_audio, meter)
     try:
         while True:  # ends with ConnectionClosed when Infobip (or we) close the socket
             msg = await conn.recv()
-            if isinstance(msg, bytes):
-                on_audio(msg)
+            if isinstance(msg, bytes):  # a fragmented message (or not our connection class)
+                if meter is None or meter.charge_audio(len(msg), session.loop.time()) \
+                        == ACCEPT:
+                    on_audio(msg)
             else:
                 on_caller_control(session, msg)
     finally:
@@ -91,22 +112,43 @@ def caller_audio_handler(session: MediaSession) -> Callable[[bytes], None]:
 
 
 def on_caller_control(session: MediaSession, text: str) -> None:
+    """One text message inside a call. Nothing here ends the call: the media protocol has
+    no control message that does (README "Protocol decisions")."""
     try:
         control = parse_control(text)
+    except InvalidDtmf as exc:
+        metrics.limited(Limited.DTMF_INVALID)
+        _note(session, "dropped a dtmf that is not a keypad key: %s", exc)
+        return
     except MediaProtocolError as exc:
         session.malformed_frames += 1
-        log.warning("ignored a bad control message: %s", exc)
+        _note(session, "ignored a bad control message: %s", exc)
         return
     if isinstance(control, Dtmf):
+        bucket = session.dtmf_bucket
+        if bucket is not None and not bucket.take(1.0, session.loop.time()):
+            metrics.limited(Limited.DTMF_RATE)
+            return
         # Reference (Infobip "Media stream WebSocket"): {"event":"websocket:dtmf","digit":"3"}.
+        # `digit` is one of DTMF_DIGITS here (parse_control refused anything else).
         session.record_line("caller", f"[keypad {control.digit}]")
         session.link.send(rt.text_item(
             "user", f"The caller pressed {control.digit} on the phone keypad."))
         session.request_response()
     elif isinstance(control, UnknownControl):
-        log.info("ignored control message %r", control.event)
+        _note(session, "ignored control message %r", control.event)
     else:
-        log.info("ignored a repeated websocket:connected")
+        _note(session, "ignored a repeated websocket:connected", None)
+
+
+def _note(session: MediaSession, fmt: str, arg: object) -> None:
+    """Log a skipped control message, the first CONTROL_LOG_LIMIT of a call only."""
+    session.control_notes += 1
+    if session.control_notes <= CONTROL_LOG_LIMIT:
+        if arg is None:
+            log.info(fmt)
+        else:
+            log.info(fmt, arg)
 
 
 def on_model_event(session: MediaSession, raw: bytes, received_at: float) -> None:
@@ -178,7 +220,7 @@ def _on_audio_done(session: MediaSession, item_id: str, response_id: str) -> Non
 def _on_error(session: MediaSession, raw: bytes) -> None:
     err = rt.ErrorEvent.model_validate_json(raw).error
     code = err.code or err.type or "unknown"
-    metrics.MODEL_ERRORS.labels(code).inc()
+    metrics.model_error(code)
     if code in BENIGN_ERRORS:
         log.debug("model: %s (benign)", code)
         return

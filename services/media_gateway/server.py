@@ -5,6 +5,13 @@ Health, readiness and metrics are answered in `process_request` on the media por
 any upgrade (contract: "Default ports"), and so is admission: past GATEWAY_MAX_SESSIONS or
 while draining, an upgrade gets a plain HTTP 503 instead of a socket that is then dropped.
 
+Admission (limits.py has the threat model): a connection is *pending* from TCP accept until
+its `websocket:connected` carried a valid media token; pending connections live in their
+own bounded set (GATEWAY_MAX_PENDING, the longest-waiting dropped when full) under a
+deadline (CONNECT_TIMEOUT_S, the handshake included) and small frame and buffer limits. The
+session cap counts admitted calls only (a slot is taken just before the token is claimed),
+so silent or junk connections can never keep a real call out.
+
 Limits set on the server: `max_size` (an oversized message closes with 1009), keep-alive
 pings (a half-open Infobip socket ends within interval + timeout), no compression (PCM does
 not compress and deflate costs ~100 KB of memory per socket).
@@ -25,15 +32,16 @@ from http import HTTPStatus
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from services.media_gateway import gc_pauses, metrics
 from services.media_gateway.config import GatewaySettings
+from services.media_gateway.limits import AdmissionGate, ConnectionLimits, SessionSlots
+from services.media_gateway.metrics import RefusalReason
 from services.media_gateway.pacer import PacerHub
 from services.media_gateway.session import MediaSession, SessionDeps
 from services.media_gateway.state import Heartbeat, StateStore, connect_redis
 from services.media_gateway.tools import ToolRegistry, default_registry
-from services.media_gateway.ws_fastpath import MediaConnection
+from services.media_gateway.ws_fastpath import media_connection_class
 from shared.profiles import ProfileBook, load_profiles
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,12 @@ class Gateway:
         self.tools = tools or default_registry()
         self.sessions: set[MediaSession] = set()
         self.draining = False
-        self._pending: set[ServerConnection] = set()  # admitted, handshake not finished
+        self.gate = AdmissionGate(settings.gateway_max_pending)
+        self.slots = SessionSlots(settings.gateway_max_sessions)
+        self._connection_class = media_connection_class(ConnectionLimits(
+            max_request_bytes=settings.max_request_bytes,
+            preadmission_max_frame_bytes=settings.preadmission_max_frame_bytes,
+            preadmission_buffer_bytes=settings.preadmission_buffer_bytes), self.gate)
         self._server: Server | None = None
         self._hub = PacerHub()
         self._store: StateStore | None = None
@@ -66,7 +79,8 @@ class Gateway:
         self._hub.start()
         self._server = await serve(
             self._handle, s.gateway_host, s.gateway_port,
-            process_request=self._process_request, create_connection=MediaConnection,
+            process_request=self._process_request, create_connection=self._connection_class,
+            open_timeout=s.connect_timeout_s,
             max_size=s.max_message_bytes, max_queue=32, compression=None,
             ping_interval=s.keepalive_interval_s, ping_timeout=s.keepalive_timeout_s,
             close_timeout=2,
@@ -131,14 +145,10 @@ class Gateway:
 
     # Admission -----------------------------------------------------------------------------
 
-    def _load(self) -> int:
-        self._pending = {c for c in self._pending if c.state is State.CONNECTING}
-        return len(self.sessions) + len(self._pending)
-
     @property
     def ready(self) -> bool:
         return (self._server is not None and not self.draining
-                and self._load() < self.settings.gateway_max_sessions)
+                and self.slots.used < self.slots.limit)
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -159,25 +169,26 @@ class Gateway:
             response.headers["Content-Length"] = str(len(body))
             return dataclasses.replace(response, body=body)
         if self.draining:
-            metrics.REFUSED.labels("draining").inc()
+            metrics.refused(RefusalReason.DRAINING)
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway draining\n")
-        if self._load() >= self.settings.gateway_max_sessions:
-            metrics.REFUSED.labels("capacity").inc()
+        if self.slots.used >= self.slots.limit:
+            metrics.refused(RefusalReason.CAPACITY)
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway at capacity\n")
-        self._pending.add(conn)
         return None
 
     async def _handle(self, conn: ServerConnection) -> None:
-        self._pending.discard(conn)
         session = MediaSession(conn, SessionDeps(self.settings, self.store, self._hub,
                                                  self.profiles, self.tools,
                                                  self.settings.gateway_id))
+        if not await session.admit(self.slots):  # holds a slot when it returns True
+            return
         self.sessions.add(session)
         self._no_sessions.clear()
         try:
-            await session.run()
+            await session.serve()
         finally:
             self.sessions.discard(session)
+            self.slots.give_back()
             if not self.sessions:
                 self._no_sessions.set()
 

@@ -19,12 +19,19 @@ How calls end, and why:
   grace period if the orchestrator has not.
 - model lost for MODEL_RECONNECT_TIMEOUT_S (hold sound meanwhile): a spoken fallback, then
   `transfer_call` when the profile has a transfer number, else `hangup_call` (`model_failed`).
+- caller flooding (audio above CALLER_FLOOD_RATIO x real time, limits.py): the connection
+  cut it off with close 1008; `hangup_call` (`caller_flood`).
+
+Admission (`admit`) refuses with a close code and a short reason, counted under a fixed
+`RefusalReason`: every value taken from `websocket:connected` is validated first (rate,
+token and call id formats), then a session slot is taken, then the token is claimed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -37,6 +44,8 @@ from websockets.exceptions import ConnectionClosed
 from services.media_gateway import metrics, relay, sounds
 from services.media_gateway.bargein import CLEAR, BargeIn
 from services.media_gateway.config import GatewaySettings
+from services.media_gateway.limits import CallerMeter, SessionSlots, TokenBucket
+from services.media_gateway.metrics import Limited, RefusalReason
 from services.media_gateway.model_link import ModelLink
 from services.media_gateway.pacer import PacerHub, Sender
 from services.media_gateway.state import StateStore, TokenStoreUnavailable, now_ms
@@ -44,7 +53,7 @@ from services.media_gateway.tools import ToolCall, ToolRegistry, ToolResult
 from shared import realtime_events as rt
 from shared.audio.playout import Playout
 from shared.audio.resampler import StreamResampler
-from shared.infobip_media import SUPPORTED_RATES, Connected, MediaProtocolError, parse_control
+from shared.infobip_media import BadSampleRate, Connected, MediaProtocolError, parse_control
 from shared.jobs import HANGUP_CALL, TRANSFER_CALL
 from shared.logging_setup import call_id_var
 from shared.profiles import AgentProfile, ProfileBook
@@ -53,6 +62,14 @@ log = logging.getLogger(__name__)
 
 MODEL_RATE = rt.MODEL_RATE
 _HISTORY_LINES = 60
+#: The orchestrator's media token is `secrets.token_urlsafe(24)` (URL-safe base64, 32
+#: characters; services/call_orchestrator/bridge.py); anything outside this shape is refused
+#: before Redis is asked.
+MEDIA_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+#: Infobip call ids are UUIDs; this admits those and the test suites' ids, and keeps
+#: anything that would be awkward in a Redis key or a log line out.
+CALL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_CLOSE_TRY_AGAIN_LATER = 1013  # RFC 6455 7.4.1 (IANA registry): server overloaded
 
 
 class SessionState(StrEnum):
@@ -99,13 +116,24 @@ class MediaSession:
         self._tool_calls: dict[str, list[ToolCall]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closer: asyncio.Task[None] | None = None
+        self.meter: CallerMeter | None = None  # set once admitted (needs the rate)
+        self.dtmf_bucket: TokenBucket | None = None
+        self.control_notes = 0  # malformed/unknown control messages logged so far
 
     # Life ----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Serve the call until the Infobip socket closes."""
-        if not await self._admit():
+    async def run(self, slots: SessionSlots | None = None) -> None:
+        """Admit, then serve the call until the Infobip socket closes."""
+        if not await self.admit(slots):
             return
+        try:
+            await self.serve()
+        finally:
+            if slots is not None:
+                slots.give_back()
+
+    async def serve(self) -> None:
+        """Serve an admitted call until the Infobip socket closes."""
         self._start()
         try:
             await relay.caller_pump(self)
@@ -115,58 +143,123 @@ class MediaSession:
             log.exception("media session failed")
             self.end_reason = self.end_reason or "error"
         finally:
+            self._on_cut_off()
             await self._finish()
 
-    async def _admit(self) -> bool:
+    def _on_cut_off(self) -> None:
+        """The connection cut the caller off (limits.py): say why, and hang the call up."""
+        if getattr(self.conn, "cut_reason", None) != Limited.FLOOD_CUTOFF or self._ending:
+            return
+        log.warning("caller sent faster than %.1fx real time: call cut off",
+                    self.settings.caller_flood_ratio)
+        self.end_reason = "caller_flood"
+        self.deps.store.enqueue_job(HANGUP_CALL, self.call_id, "caller_flood")
+
+    async def admit(self, slots: SessionSlots | None = None) -> bool:
         """`websocket:connected` first, with a valid one-time media token (contract "Media
-        token"); otherwise close 1008 with the reason, before anything is relayed."""
+        token"); otherwise close with a code and reason, before anything is relayed. True
+        means admitted, holding one of `slots` (given back by whoever serves the call)."""
+        deadline = getattr(self.conn, "created_at", self.loop.time()) + \
+            self.settings.connect_timeout_s
         try:
-            async with asyncio.timeout(self.settings.connect_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 first = await self.conn.recv()
-        except (TimeoutError, ConnectionClosed):
-            return await self._refuse("no websocket:connected", 1008)
+        except TimeoutError:
+            return await self._refuse(RefusalReason.TIMEOUT, "no websocket:connected", 1008)
+        except ConnectionClosed as exc:
+            return self._closed_before_admission(exc)
+        if not isinstance(first, str):
+            return await self._refuse(RefusalReason.PROTOCOL,
+                                      "expected websocket:connected first", 1008)
         try:
-            control = parse_control(first) if isinstance(first, str) else None
+            control = parse_control(first)
+        except BadSampleRate as exc:
+            return await self._refuse(RefusalReason.BAD_RATE, str(exc), 1003)
         except MediaProtocolError as exc:
-            return await self._refuse(f"bad websocket:connected: {exc}"[:100], 1008)
+            return await self._refuse(RefusalReason.PROTOCOL,
+                                      f"bad websocket:connected: {exc}", 1008)
         if not isinstance(control, Connected):
-            return await self._refuse("expected websocket:connected first", 1008)
-        if control.sample_rate not in SUPPORTED_RATES:
-            return await self._refuse(f"unsupported sample rate {control.sample_rate}", 1003)
+            return await self._refuse(RefusalReason.PROTOCOL,
+                                      "expected websocket:connected first", 1008)
         custom = control.custom_data
         token, call_id = custom.get("cbToken", ""), custom.get("cbCallId", "")
-        call_id_var.set(call_id or None)
+        if CALL_ID.fullmatch(call_id):
+            call_id_var.set(call_id)
         if not token:
-            return await self._refuse("missing media token", 1008)
+            return await self._refuse(RefusalReason.BAD_TOKEN, "missing media token", 1008)
         if not call_id:
-            return await self._refuse("missing cbCallId", 1008)
+            return await self._refuse(RefusalReason.BAD_TOKEN, "missing cbCallId", 1008)
+        if not CALL_ID.fullmatch(call_id):
+            return await self._refuse(RefusalReason.PROTOCOL, "malformed cbCallId", 1008)
+        if not MEDIA_TOKEN.fullmatch(token):
+            return await self._refuse(RefusalReason.BAD_TOKEN, "malformed media token", 1008)
+        if slots is not None and not slots.try_take():
+            return await self._refuse(RefusalReason.CAPACITY, "gateway at capacity",
+                                      _CLOSE_TRY_AGAIN_LATER)
+        if not await self._claim(token, call_id, custom.get("cbProfile")):
+            if slots is not None:
+                slots.give_back()
+            return False
+        self.rate = control.sample_rate
+        return True
+
+    async def _claim(self, token: str, call_id: str, asked_profile: str | None) -> bool:
         try:
             record, dialog_id = await self.deps.store.claim_media_token(token, call_id)
         except TokenStoreUnavailable as exc:
             log.error("media token check failed, Redis unavailable: %s", exc)
-            return await self._refuse("token store unavailable", 1011)
+            return await self._refuse(RefusalReason.UNAVAILABLE, "token store unavailable",
+                                      1011)
         if record is None:
-            return await self._refuse("unknown or already used media token", 1008)
+            return await self._refuse(RefusalReason.BAD_TOKEN,
+                                      "unknown or already used media token", 1008)
         if record.get("call_id") != call_id:
-            return await self._refuse("media token belongs to another call", 1008)
+            return await self._refuse(RefusalReason.BAD_TOKEN,
+                                      "media token belongs to another call", 1008)
         expires_at = record.get("expires_at")
         if not isinstance(expires_at, int | float) or expires_at < time.time():
-            return await self._refuse("media token expired", 1008)
+            return await self._refuse(RefusalReason.EXPIRED, "media token expired", 1008)
         self.call_id = call_id
         self.dialog_id = dialog_id
-        self.rate = control.sample_rate
-        self.profile = self.deps.profiles.get(record.get("profile") or custom.get("cbProfile"))
+        # The token record (written by the orchestrator) names the profile; the peer's
+        # cbProfile is only a fallback, and an unknown name gives the default profile.
+        profile = record.get("profile")
+        self.profile = self.deps.profiles.get(
+            profile if isinstance(profile, str) and profile else asked_profile)
         return True
 
-    async def _refuse(self, reason: str, code: int) -> bool:
-        metrics.REFUSED.labels(reason.split(":")[0]).inc()
-        log.warning("media connection refused: %s", reason)
-        await self.conn.close(code, reason)
+    def _closed_before_admission(self, exc: ConnectionClosed) -> bool:
+        """The socket closed before its first message: cut off by a pre-admission limit
+        (ws_fastpath), failed by websockets (1009: a frame above the pre-admission size),
+        or closed by the peer."""
+        cut = getattr(self.conn, "cut_reason", None)
+        sent = exc.sent.code if exc.sent is not None else None
+        if isinstance(cut, RefusalReason):
+            reason = cut
+        elif sent == 1009:
+            reason = RefusalReason.TOO_LARGE
+        elif sent is not None and exc.rcvd is None:
+            reason = RefusalReason.PROTOCOL  # websockets failed the connection
+        else:
+            reason = RefusalReason.OTHER  # the peer went away
+        if reason is not RefusalReason.CAPACITY:  # an eviction was counted by the gate
+            metrics.refused(reason)
+        log.info("media connection closed before admission: %s", reason.value)
+        return False
+
+    async def _refuse(self, reason: RefusalReason, detail: str, code: int) -> bool:
+        metrics.refused(reason)
+        detail = detail[:100]  # a close reason is at most 123 bytes (RFC 6455 5.5)
+        log.warning("media connection refused (%s): %s", reason.value, detail)
+        await self.conn.close(code, detail)
         return False
 
     def _start(self) -> None:
         s = self.settings
-        self.connected_at = self.last_audio_in = self.loop.time()
+        self.connected_at = self.last_audio_in = now = self.loop.time()
+        self.meter = CallerMeter(self.rate, s.caller_audio_burst_ms, s.caller_flood_ratio,
+                                 s.caller_flood_window_s, now)
+        self.dtmf_bucket = TokenBucket(s.dtmf_max_per_s, s.dtmf_max_per_s, now)
         self.resample_in = StreamResampler(self.rate, MODEL_RATE, s.resample_quality)
         self.resample_out = StreamResampler(MODEL_RATE, self.rate, s.resample_quality)
         self.playout = Playout(self.rate)
@@ -214,7 +307,11 @@ class MediaSession:
         store.remove_member(self.call_id)
         metrics.ACTIVE_SESSIONS.dec()
         metrics.SESSIONS.labels(reason).inc()
-        log.info("media session ended: %s", reason, extra=self.counters())
+        dropped = self.meter.dropped if self.meter is not None else 0
+        if dropped:  # counted here, not per frame: the per-frame path stays arithmetic
+            metrics.limited(Limited.AUDIO_DROPPED, dropped)
+        log.info("media session ended: %s", reason,
+                 extra={**self.counters(), "frames_dropped": dropped})
         await self.conn.close()
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:

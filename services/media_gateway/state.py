@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from services.media_gateway import metrics
 from shared import redis_keys
-from shared.jobs import job_id
+from shared.jobs import ARQ_SERIALIZERS, job_id
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def connect_redis(url: str) -> ArqRedis:
     """One client for state and arq jobs; short timeouts so a dead Redis fails fast."""
     pool = ConnectionPool.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0,
                                    health_check_interval=10)
-    return ArqRedis(pool, default_queue_name=redis_keys.JOB_QUEUE)
+    return ArqRedis(pool, default_queue_name=redis_keys.JOB_QUEUE, **ARQ_SERIALIZERS)
 
 
 class TokenStoreUnavailable(RuntimeError):
