@@ -33,9 +33,9 @@ FUNCTION_CALL_DONE = "response.function_call_arguments.done"
 ERROR = "error"
 
 _counter = itertools.count(1)
-# `"type":"<value>"` appears near the start of every server event; orjson emits no spaces but
-# other servers may, so allow optional whitespace.
-_TYPE_RE = re.compile(rb'"type"\s*:\s*"([^"]+)"')
+# Fast path: `{"type":"<value>"` at the very start, as orjson and the live server write it
+# (optional whitespace for other encoders). Anchored, so only the top-level key can match.
+_LEADING_TYPE_RE = re.compile(rb'\s*\{\s*"type"\s*:\s*"([^"\\]+)"')
 
 
 def next_event_id(prefix: str = "cb") -> str:
@@ -43,14 +43,22 @@ def next_event_id(prefix: str = "cb") -> str:
 
 
 def peek_type(raw: str | bytes) -> str | None:
-    """The event's top-level `type` without a full parse (first "type" key in the text).
+    """The event's top-level `type`, cheaply when it is the first key.
 
-    The server serialises `type` first in every event, so the first match is the event's own
-    type, not a nested one such as `error.type` or `item.type`.
-    """
+    JSON objects are unordered (RFC 8259 section 4): nothing obliges a server to put `type`
+    first, and a nested `type` (`error.type`, `item.type`, `part.type`) may come before the
+    event's own. So the fast path only accepts `type` as the *first* key of the top-level
+    object; any other layout is parsed in full. None when there is no string `type`."""
     data = raw.encode() if isinstance(raw, str) else raw
-    match = _TYPE_RE.search(data, 0, 200)
-    return match.group(1).decode() if match else None
+    match = _LEADING_TYPE_RE.match(data)
+    if match:
+        return match.group(1).decode()
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    kind = event.get("type") if isinstance(event, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def dumps(event: dict[str, Any]) -> str:

@@ -56,3 +56,16 @@ def test_profile_routing_number_then_configuration_then_default(tmp_path) -> Non
     assert book.choose("+2", "cfg").name == "support"
     assert book.choose(None, None).name == "support"
     assert book.get("nope").name == "support"
+
+
+def test_peek_type_when_type_is_not_the_first_key() -> None:
+    """JSON key order is free (RFC 8259): a nested `type` first, or `type` after a long
+    payload, must still route on the event's own type."""
+    err = b'{"event_id":"e1","error":{"type":"invalid_request_error","code":"x"},"type":"error"}'
+    assert rt.peek_type(err) == rt.ERROR
+    delta = orjson.dumps({"delta": "A" * 4000, "response_id": "r", "item_id": "i",
+                          "type": rt.AUDIO_DELTA})
+    assert rt.peek_type(delta) == rt.AUDIO_DELTA
+    item = b'{"item":{"type":"message"},"type":"conversation.item.added"}'
+    assert rt.peek_type(item) == "conversation.item.added"
+    assert rt.peek_type(b'{"type":1}') is None and rt.peek_type(b"not json") is None

@@ -101,7 +101,11 @@ async def test_dialog_validation_errors(sim: InfobipSimulator, http: aiohttp.Cli
         "childCallRequest.endpoint.websocketEndpointConfigId": {
             "parentCallId": call.call_id, "childCallRequest": {
                 "endpoint": {"type": "WEBSOCKET", "websocketEndpointConfigId": "missing"}}},
-        "childCallRequest.endpoint.type": {
+        "childCallRequest.endpoint.type": {  # not an endpoint type of the spec
+            "parentCallId": call.call_id, "childCallRequest": {
+                "endpoint": {"type": "FAX", "username": "x"}}},
+        # The spec's SipEndpoint requires sipTrunkId (our own models never checked it).
+        "childCallRequest.endpoint.sipTrunkId": {
             "parentCallId": call.call_id, "childCallRequest": {
                 "endpoint": {"type": "SIP", "username": "x"}}},
     }
@@ -116,7 +120,11 @@ async def test_dialog_validation_errors(sim: InfobipSimulator, http: aiohttp.Cli
                 assert "parentCallId" in fields
             else:
                 assert field_hint in fields, fields
-    assert len(sim.dialog_requests) == 4
+    assert len(sim.dialog_requests) == 5
+    # Refused by the published spec itself (the other two by the platform's state).
+    assert [list(r.spec_problems) for r in sim.invalid_requests] == [
+        ["parentCallId"], ["childCallRequest.endpoint.type"],
+        ["childCallRequest.endpoint.sipTrunkId"]]
     async with http.get(sim.base_url + "/calls/1/dialogs/unknown", headers=AUTH) as resp:
         assert resp.status == 404
         assert (await resp.json())["requestError"]["serviceException"]["messageId"] == \

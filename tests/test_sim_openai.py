@@ -21,8 +21,13 @@ from shared.pcm import read_wav, resample, rms
 from simulators import ASSETS_DIR
 from simulators.openai_realtime import RealtimeSimulator, Reply
 from simulators.openai_realtime.audio import decode_g711, encode_g711
+from simulators.openai_realtime.sdk_validation import validate_client_event
 from simulators.openai_realtime.vad import EnergyVad, SpeechStarted, SpeechStopped, VadConfig
-from simulators.openai_realtime.validation import default_session, validate_update
+from simulators.openai_realtime.validation import (
+    DEFAULT_INSTRUCTIONS,
+    default_session,
+    validate_update,
+)
 from simulators.openai_realtime.wire import ClientError
 
 KEY = "sk-test-key"
@@ -211,10 +216,11 @@ async def test_beta_shaped_update_is_rejected_not_applied_and_socket_stays_open(
         assert err["message"] == f"Unknown parameter: 'session.{key}'."
         assert err["param"] == f"session.{key}" and err["event_id"] == f"b_{key}"
     record = sim.sessions[0]
-    assert record.session_updates == [] and record.config["instructions"] == ""
+    assert record.session_updates == []
+    assert record.config["instructions"] == DEFAULT_INSTRUCTIONS  # the live default, not BETA
     updated = await ga_update(ws, turn_detection={"type": "server_vad",
                                                   "silence_duration_ms": 500})
-    assert updated["session"]["instructions"] == ""
+    assert updated["session"]["instructions"] == DEFAULT_INSTRUCTIONS
     assert not record.is_closed
 
 
@@ -260,10 +266,15 @@ def test_validation_rules() -> None:
     e = err({"audio": {"input": {"turn_detection": {"type": "push_to_talk"}}}})
     assert e.param == "session.audio.input.turn_detection.type"
     assert err({"audio": {"output": {"voice": "ash"}}}, locked=True).code == "cannot_update_voice"
-    assert err({"audio": {"input": {"turnDetection": None}}}).code == "unknown_parameter"
+    # Unknown keys are the SDK types' business now (checked before validate_update runs).
+    with pytest.raises(ClientError) as info:
+        validate_client_event({"type": "session.update", "session": {
+            "type": "realtime", "audio": {"input": {"turnDetection": None}}}})
+    assert (info.value.code, info.value.param) == ("unknown_parameter",
+                                                   "session.audio.input.turnDetection")
     new = validate_update(base, {"type": "realtime", "audio": {
         "input": {"turn_detection": None, "format": {"type": "audio/pcmu"}},
-        "output": {"format": {"type": "audio/pcma"}, "voice": "marin"}}}, voice_locked=True)
+        "output": {"format": {"type": "audio/pcma"}, "voice": "alloy"}}}, voice_locked=True)
     assert new["audio"]["input"]["turn_detection"] is None
     assert new["audio"]["output"]["format"] == {"type": "audio/pcma"}
     new = validate_update(base, {"type": "realtime", "audio": {"input": {"turn_detection": {

@@ -6,6 +6,13 @@ errors 400, 401, 403, 404, 429, 500; no 409), throttled at 20 requests/s;
 `POST /calls/1/calls/{id}/answer` needs a JSON body and answers `{"status": ...}`, not a
 call; `POST /calls/1/calls/{id}/hangup` (body optional) and `GET` return the call;
 `POST /calls/1/dialogs/{id}/hangup` ends every call in the dialog.
+
+Validity is the published spec's (`spec_validation`, Infobip's Voice OpenAPI document):
+the middleware checks every request body of an operation the spec documents and refuses an
+invalid one as the real API does (400 BAD_REQUEST, ApiException body with
+`validationErrors`), recording it in `sim.invalid_requests`; it checks every answer too, and
+an answer the spec rejects is the simulator's own bug: logged, recorded in
+`sim.spec_violations` and raised (the client gets a 500).
 """
 
 from __future__ import annotations
@@ -14,13 +21,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
-
-from shared.infobip_calls import DialogRequest, WebsocketEndpoint
 
 from . import configs
 from .calls import CallState, DialogState
@@ -35,8 +39,8 @@ from .http_common import (
     error_response,
     json_object,
     not_found,
-    validation_errors,
 )
+from .spec_validation import SpecViolation, published_spec, validation_errors
 
 if TYPE_CHECKING:
     from .simulator import InfobipSimulator
@@ -70,6 +74,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method == "POST" and request.path == DIALOGS_PATH:
         sim.dialog_requests.append(rec)
     response = await _answer(request, handler, rec)
+    _check_answer(request, response)
     rec.status = response.status
     rec.answered_at = time.time()
     log.info("%s %s -> %d%s", request.method, request.path, response.status,
@@ -96,6 +101,10 @@ async def _answer(request: web.Request, handler: Handler,
     status, retry_after = decision.status, decision.retry_after
     if status is None and throttled:
         status, retry_after = 429, sim.throttle_retry_after
+    if status is None:
+        refused = _refuse_invalid(request, rec)
+        if refused is not None:
+            return refused
     if status is not None:
         headers = {}
         if retry_after is not None:
@@ -110,44 +119,88 @@ async def _answer(request: web.Request, handler: Handler,
         return error_response(405, "BAD_REQUEST", f"{request.method} not allowed here")
 
 
+def _spec_path(request: web.Request) -> str | None:
+    """The spec's path template of the matched route (routes use the spec's names)."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    path = resource.canonical if resource is not None else None
+    paths = published_spec().document["paths"]
+    if path in paths and request.method.lower() in paths[path]:
+        return path
+    return None
+
+
+def _refuse_invalid(request: web.Request, rec: RecordedRequest) -> web.Response | None:
+    """400 for a request body the published spec rejects (None when it is valid)."""
+    path = _spec_path(request)
+    if path is None or request.get(JSON_ERROR_KEY):
+        return None  # unknown route: 404/405 follow; bad JSON: the handler answers 400
+    problems = published_spec().request_problems(request.method, path, request.get(JSON_KEY))
+    if not problems:
+        return None
+    rec.spec_problems = validation_errors(problems)
+    request.app[SIM].invalid_requests.append(rec)
+    log.warning("%s %s refused by the published spec: %s", request.method, request.path,
+                rec.spec_problems)
+    return bad_request("request does not match the Calls API specification", rec.spec_problems)
+
+
+def _check_answer(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer of a documented operation must match the published spec."""
+    path = _spec_path(request)
+    if path is None or not isinstance(response, web.Response) or response.body is None:
+        return
+    assert isinstance(response.body, bytes)
+    body = orjson.loads(response.body) if response.body else None
+    try:
+        published_spec().check_response(request.method, path, response.status, body)
+    except SpecViolation as exc:
+        request.app[SIM].spec_violations.append(str(exc))
+        log.error("simulator bug: %s", exc)
+        raise
+
+
 # --- dialogs -----------------------------------------------------------------------------
 
 async def create_dialog(request: web.Request) -> web.Response:
+    """The body already passed the spec's DialogRequest (middleware)."""
     sim = request.app[SIM]
     body, error = json_object(request)
     if error is not None:
         return error
-    try:
-        req = DialogRequest.model_validate(body)
-    except ValidationError as exc:
-        return bad_request("invalid dialog request", validation_errors(exc))
-    call = sim.parent_calls.get(req.parent_call_id)
+    assert body is not None
+    parent_call_id: str = body["parentCallId"]
+    call = sim.parent_calls.get(parent_call_id)
     if call is None:
         return bad_request("invalid dialog request",
-                           {"parentCallId": [f"call {req.parent_call_id} not found"]})
+                           {"parentCallId": [f"call {parent_call_id} not found"]})
     if call.parent.ended:
         return bad_request("invalid dialog request",
-                           {"parentCallId": [f"call {req.parent_call_id} is not active"]})
-    child_req = req.child_call_request
-    endpoint = child_req.endpoint
+                           {"parentCallId": [f"call {parent_call_id} is not active"]})
+    child_req: dict[str, Any] = body.get("childCallRequest") or {}
+    endpoint: dict[str, Any] | None = child_req.get("endpoint")
+    if endpoint is None or endpoint["type"] not in ("WEBSOCKET", "PHONE"):
+        # Valid for the spec (an endpoint is optional there) but not simulated.
+        return bad_request("invalid dialog request", {"childCallRequest.endpoint": [
+            "the simulator bridges WEBSOCKET and PHONE endpoints only"]})
     config = None
-    if isinstance(endpoint, WebsocketEndpoint):
-        config = sim.media_stream_configs.get(endpoint.websocket_endpoint_config_id)
+    if endpoint["type"] == "WEBSOCKET":
+        config_id = endpoint["websocketEndpointConfigId"]
+        config = sim.media_stream_configs.get(config_id)
         if config is None:
             return bad_request("invalid dialog request", {
                 "childCallRequest.endpoint.websocketEndpointConfigId":
-                    [f"media-stream config {endpoint.websocket_endpoint_config_id} not found"]})
-        to = endpoint.websocket_endpoint_config_id
+                    [f"media-stream config {config_id} not found"]})
+        to = config_id
     else:
-        to = endpoint.phone_number
-    child = CallState(endpoint=endpoint.to_wire(), from_=child_req.from_ or call.parent.to,
+        to = endpoint["phoneNumber"]
+    child = CallState(endpoint=dict(endpoint), from_=child_req.get("from") or call.parent.to,
                       to=to, direction="OUTBOUND", state="CALLING",
-                      parent_call_id=call.call_id, custom_data=child_req.custom_data)
-    propagation = req.propagation_options
-    child_call_hangup = True  # reference: childCallHangup defaults to true
-    if propagation is not None and propagation.child_call_hangup is not None:
-        child_call_hangup = propagation.child_call_hangup
-    dialog = DialogState(parent=call.parent, child=child, request=body or {},
+                      parent_call_id=call.call_id, custom_data=child_req.get("customData"))
+    propagation = body.get("propagationOptions") or {}
+    # The spec's default for childCallHangup is true (the parent ends with the child).
+    child_call_hangup = bool(propagation.get("childCallHangup", True))
+    dialog = DialogState(parent=call.parent, child=child, request=body,
                          child_call_hangup=child_call_hangup,
                          config=config.to_wire() if config else None)
     child.dialog_id = dialog.id
@@ -159,7 +212,7 @@ async def create_dialog(request: web.Request) -> web.Response:
 
 async def get_dialog(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    dialog_id = request.match_info["dialog_id"]
+    dialog_id = request.match_info["dialogId"]
     found = sim.dialogs.get(dialog_id)
     if found is None:
         return not_found("dialog", dialog_id)
@@ -168,7 +221,7 @@ async def get_dialog(request: web.Request) -> web.Response:
 
 async def hangup_dialog(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    dialog_id = request.match_info["dialog_id"]
+    dialog_id = request.match_info["dialogId"]
     found = sim.dialogs.get(dialog_id)
     if found is None:
         return not_found("dialog", dialog_id)
@@ -182,7 +235,7 @@ async def hangup_dialog(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    call_id = request.match_info["call_id"]
+    call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
         return not_found("call", call_id)
@@ -191,7 +244,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 async def answer_call(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    call_id = request.match_info["call_id"]
+    call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
         return not_found("call", call_id)
@@ -209,17 +262,13 @@ async def answer_call(request: web.Request) -> web.Response:
 
 async def hangup_call(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    call_id = request.match_info["call_id"]
+    call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
         return not_found("call", call_id)
-    body, error = json_object(request, required=False)
+    _, error = json_object(request, required=False)  # errorCode: checked by the spec
     if error is not None:
         return error
-    assert body is not None
-    code = body.get("errorCode")
-    if code is not None and not isinstance(code, str):
-        return bad_request("invalid hangup request", {"errorCode": ["must be a string"]})
     owner, call = found
     # An already ended call is returned as it is (idempotent for retrying clients).
     if not call.ended and not owner.finished:
@@ -235,10 +284,11 @@ def create_app(sim: InfobipSimulator) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=2**20)
     app[SIM] = sim
     app.router.add_post(DIALOGS_PATH, create_dialog)
-    app.router.add_get(DIALOGS_PATH + "/{dialog_id}", get_dialog)
-    app.router.add_post(DIALOGS_PATH + "/{dialog_id}/hangup", hangup_dialog)
-    app.router.add_get("/calls/1/calls/{call_id}", get_call)
-    app.router.add_post("/calls/1/calls/{call_id}/answer", answer_call)
-    app.router.add_post("/calls/1/calls/{call_id}/hangup", hangup_call)
+    # Route parameters carry the spec's names, so a route's template is the spec's path.
+    app.router.add_get(DIALOGS_PATH + "/{dialogId}", get_dialog)
+    app.router.add_post(DIALOGS_PATH + "/{dialogId}/hangup", hangup_dialog)
+    app.router.add_get("/calls/1/calls/{callId}", get_call)
+    app.router.add_post("/calls/1/calls/{callId}/answer", answer_call)
+    app.router.add_post("/calls/1/calls/{callId}/hangup", hangup_call)
     configs.add_routes(app)
     return app

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.infobip_events import format_infobip_time
-
 #: Error codes by name (source: reference, "numeric ids moved from 5xxx to 10xxx in October
 #: 2024 (NORMAL_HANGUP is 10000): key on names"). Only NORMAL_HANGUP's id is sourced; the
 #: others carry a name and description only (*unverified* ids are not invented).
@@ -30,6 +28,14 @@ CANCELLED: dict[str, Any] = {"name": "CANCELLED", "description": "The call was c
 #: Used when the media WebSocket cannot be opened (*unverified* name).
 NETWORK_ERROR: dict[str, Any] = {"name": "NETWORK_ERROR",
                                  "description": "Media WebSocket could not be connected"}
+
+
+def format_infobip_time(value: datetime) -> str:
+    """As the published spec's examples write times: `2026-01-15T12:00:00.000+0000`
+    (milliseconds, no colon in the offset). Kept here, not shared with the ingress's parser,
+    so the simulator says what Infobip sends rather than what callbridge expects."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}" + (
+        value.strftime("%z") or "+0000")
 
 
 def now_utc() -> datetime:

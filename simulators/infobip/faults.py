@@ -2,8 +2,8 @@
 
 Why: the orchestrator must survive what the real platform does under load — 429 when
 throttled (20 dialog requests/s), 5xx, slow answers — and must not hammer it while it asked
-for patience. Errors carry Infobip's body shape (`shared.infobip_calls.error_body`, source:
-../shared/reference/infobip-calls.md, "Errors"). A `Retry-After` header is *unverified* for
+for patience. Errors carry Infobip's ApiException body (`http_common.error_body`, checked
+against the published spec like every answer). A `Retry-After` header is *unverified* for
 the real platform; when a fault announces one, the simulator remembers it per client and
 path and counts any request that comes back earlier in `early_retries`.
 """
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.infobip_calls import error_body
+from .http_common import error_body
 
 #: Tolerance for timer granularity when judging "arrived before its Retry-After".
 EARLY_TOLERANCE_S = 0.02

@@ -1,7 +1,9 @@
 """Pieces every Calls API handler shares: the recorded request, the error answer, JSON body.
 
-Error body shape and messageIds: ../shared/reference/infobip-calls.md, "Errors" (built by
-`shared.infobip_calls.error_body`, so the orchestrator's parser and this simulator agree).
+Error body: Infobip's `ApiException` (`{"requestError": {"serviceException": {messageId,
+text, validationErrors?}}}`) as the published OpenAPI document defines it; every answer is
+checked against that document (`spec_validation`), so the shape is built here from plain
+dicts and deliberately not shared with the orchestrator's parser.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import ValidationError
-
-from shared.infobip_calls import error_body
 
 if TYPE_CHECKING:
     from .simulator import InfobipSimulator
@@ -38,6 +37,17 @@ class RecordedRequest:
     faulted: bool = False          # answered (or delayed) by sim.faults / the throttle
     early: bool = False            # arrived before an announced Retry-After elapsed
     answered_at: float | None = None
+    #: why the published spec refuses this request (answered 400); empty when it is valid
+    spec_problems: dict[str, list[str]] = field(default_factory=dict)
+
+
+def error_body(message_id: str, text: str,
+               validation_errors: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Infobip's 4xx/5xx body (ApiException in the published spec)."""
+    exc: dict[str, Any] = {"messageId": message_id, "text": text}
+    if validation_errors:
+        exc["validationErrors"] = validation_errors
+    return {"requestError": {"serviceException": exc}}
 
 
 def error_response(status: int, message_id: str, text: str,
@@ -72,17 +82,6 @@ def json_object(request: web.Request, required: bool = True
         return None, bad_request("request body must be a JSON object",
                                  {"body": ["must be a JSON object"]})
     return body, None
-
-
-def validation_errors(exc: ValidationError) -> dict[str, list[str]]:
-    """Pydantic errors as Infobip's `validationErrors` {field path: [messages]}."""
-    out: dict[str, list[str]] = {}
-    for err in exc.errors():
-        loc = [str(part) for part in err["loc"]]
-        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            loc.append("type")
-        out.setdefault(".".join(loc) or "body", []).append(err["msg"])
-    return out
 
 
 REC_KEY: web.RequestKey[RecordedRequest] = web.RequestKey("sim_record", RecordedRequest)

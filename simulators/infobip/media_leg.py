@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from shared.infobip_media import FRAME_MS, build_connected, build_dtmf, frame_bytes, is_clear
 from shared.pcm import is_silent
 
+from .media_messages import FRAME_MS, connected_message, dtmf_message, frame_bytes, is_clear
 from .playout import Drop, Playout
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class MediaLeg:
                                  open_timeout=self.open_timeout, compression=None,
                                  max_size=2**20, user_agent_header="Infobip-Sim",
                                  close_timeout=CLOSE_TIMEOUT_S)
-        await self._ws.send(build_connected(self.sample_rate, self.custom_data))
+        await self._ws.send(connected_message(self.sample_rate, self.custom_data))
         self.marks.setdefault("media_connected", time.time())
         if self.autoplay and self.caller_pcm:
             self._enqueue(self.caller_pcm)
@@ -189,7 +189,7 @@ class MediaLeg:
             await self.hangup()
 
     async def send_dtmf(self, digit: str, duration_ms: int = 250) -> None:
-        await self.send_text(build_dtmf(digit, duration_ms))
+        await self.send_text(dtmf_message(digit, duration_ms))
 
     async def send_text(self, raw: str) -> None:
         assert self._ws is not None, "connect() first"

@@ -6,6 +6,16 @@ the simulator retries a connection error, a timeout, a 429 or a 5xx a bounded nu
 times with exponential backoff, and records every attempt in `sim.webhooks`.
 Security offered by Infobip subscriptions: HTTP Basic and HMAC (header names *unverified*,
 configurable in `shared.webhook_signing`); both are supported, alone or together.
+
+Every event is checked against the published spec's call event webhook schema when it is
+emitted (`spec_validation`): an event the spec rejects is a simulator bug, recorded in
+`spec_violations` and raised where the call produced it.
+
+Note on signing: `shared.webhook_signing` (the ingress's own HMAC scheme) is still used to
+sign, not to decide validity. Infobip's real HMAC header format is unpublished and another
+engineer owns webhook authentication; when that settles, the simulator should sign as
+Infobip does from its own code, not with the verifier's module
+(docs/protocol-assumptions.md, "Webhook HMAC").
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import aiohttp
 import orjson
 
 from shared.webhook_signing import sign_headers
+
+from .spec_validation import SpecViolation, published_spec
 
 log = logging.getLogger("simulators.infobip.webhooks")
 
@@ -43,6 +55,8 @@ class WebhookPoster:
     backoff_s: float = 0.25
     timeout_s: float = 5.0
     records: list[WebhookAttempt] = field(default_factory=list)
+    #: events of the simulator's own that the published spec rejects (simulator bugs)
+    spec_violations: list[str] = field(default_factory=list)
     _session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -103,6 +117,13 @@ class OrderedSender:
         self._task: asyncio.Task[None] | None = None
 
     def emit(self, event: dict[str, Any]) -> None:
+        """Queue one event for delivery; raise SpecViolation if the spec rejects it."""
+        try:
+            published_spec().check_event(event)
+        except SpecViolation as exc:
+            self._poster.spec_violations.append(str(exc))
+            log.error("simulator bug: %s", exc)
+            raise
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="infobip-sim-webhooks")
         self._queue.put_nowait(event)

@@ -12,7 +12,7 @@ import base64
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,11 +29,15 @@ class Reply:
 
     `transcript` is what the audio says (sent as output_audio_transcript events);
     `tool_call` = (name, arguments) makes the response also carry a function_call item.
+    `status` is how the response ends when nobody cancels it: `incomplete` (cut by
+    max_output_tokens) and `failed` exist on the live service (`response.done`'s
+    `response.status`), and a bridge must not act on their tool calls.
     """
 
     wav: Path | str | None = ASSETS_DIR / "agent_answer.wav"
     transcript: str = ""
     tool_call: tuple[str, dict[str, Any]] | None = None
+    status: Literal["completed", "incomplete", "failed"] = "completed"
 
 
 GREETING = Reply(ASSETS_DIR / "agent_greeting.wav",

@@ -30,7 +30,10 @@ class ResponseRecord:
     item_ids: list[str] = field(default_factory=list)
     transcript: str = ""
     tool_call: tuple[str, dict[str, Any]] | None = None
+    #: the instructions the response ran with: `response.instructions` when the client set
+    #: them (they replace the session's), else the session's at creation
     instructions: str | None = None
+    instructions_source: Literal["response", "session"] = "session"
     created_at: float = field(default_factory=time.time)
     done_at: float | None = None
 

@@ -98,9 +98,14 @@ class ActiveResponse:
             handle.cancel()
 
     def _response_obj(self, status: str, usage: dict[str, Any] | None) -> dict[str, Any]:
-        details = None
+        details: dict[str, Any] | None = None
         if status == "cancelled":
             details = {"type": "cancelled", "reason": self.cancel_reason}
+        elif status == "incomplete":
+            details = {"type": "incomplete", "reason": "max_output_tokens"}
+        elif status == "failed":
+            details = {"type": "failed", "error": {"type": "server_error",
+                                                   "code": "server_error"}}
         return {"object": "realtime.response", "id": self.id, "status": status,
                 "status_details": details, "output": list(self.output),
                 "conversation_id": self.host.conversation_id,
@@ -117,7 +122,7 @@ class ActiveResponse:
             await self._message_item(len(self.output))
         if self.reply.tool_call is not None and self.cancel_reason is None:
             await self._function_call_item(len(self.output))
-        status = "cancelled" if self.cancel_reason else "completed"
+        status = "cancelled" if self.cancel_reason else self.reply.status
         self.record.status = status
         self.record.reason = self.cancel_reason
         self.record.done_at = time.time()

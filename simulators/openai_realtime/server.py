@@ -29,7 +29,7 @@ from websockets.http11 import Request, Response
 from simulators.openai_realtime.audio import Reply
 from simulators.openai_realtime.records import SimSession
 from simulators.openai_realtime.session import RealtimeSession
-from simulators.openai_realtime.wire import dumps, error_event
+from simulators.openai_realtime.wire import ClientError, dumps, error_event
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class RealtimeSimulator:
         self._changed = asyncio.Event()
         self._live: set[_Live] = set()
         self._refusals: deque[tuple[int, str, str]] = deque()
+        #: errors the next session.updates get, whatever they contain (reject_session_updates)
+        self._update_rejections: deque[ClientError] = deque()
+        #: check every server event against the SDK's types (benchmarks may turn it off)
+        self.validate_server_events = True
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
 
@@ -155,6 +159,24 @@ class RealtimeSimulator:
                        "The server had an error while processing your request.")
         for _ in range(n):
             self._refusals.append((code, error_code, message))
+
+    async def close_all(self, code: int, reason: str = "") -> None:
+        """Close every open connection with `code` (a clean close frame, unlike drop_all)."""
+        lives = [live for live in self._live if live.session is not None]
+        for live in lives:
+            with contextlib.suppress(ConnectionClosed):
+                await live.ws.close(code, reason)
+
+    def reject_session_updates(self, n: int = 1, code: str = "invalid_value",
+                               message: str = "Invalid value: 'marin'. This voice is not "
+                               "available for this model.",
+                               param: str | None = "session.audio.output.voice") -> None:
+        """The next `n` `session.update`s (on any connection) are refused with an `error`
+        naming their `event_id`; as on the live service the whole update is discarded, the
+        session keeps its defaults and the socket stays open (../shared/reference/
+        openai-realtime.md, "Facts checked against the openai-python SDK")."""
+        for _ in range(n):
+            self._update_rejections.append(ClientError(code, message, param))
 
     def stall(self) -> None:
         """Open connections hang: no events, no pongs, nothing read. New ones work."""
@@ -269,7 +291,9 @@ class RealtimeSimulator:
                                   speed=self.speed, chunk_ms=self.chunk_ms,
                                   max_session_s=self.max_session_s,
                                   transcription_delay_s=self.transcription_delay_s,
-                                  script=self.script)
+                                  script=self.script,
+                                  validate_server_events=self.validate_server_events,
+                                  update_rejections=self._update_rejections)
         live.session = session
         await session.start()
         loop = asyncio.get_running_loop()

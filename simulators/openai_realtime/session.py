@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,12 +20,9 @@ import orjson
 from simulators.openai_realtime.audio import DEFAULT_SCRIPT, Reply, decode_g711, reply_for
 from simulators.openai_realtime.records import ResponseRecord, SimSession
 from simulators.openai_realtime.responses import ActiveResponse, ConvItem, ResponseHost
+from simulators.openai_realtime.sdk_validation import check_server_event, validate_client_event
 from simulators.openai_realtime.vad import EnergyVad, SpeechStarted, VadConfig, VadEvent
-from simulators.openai_realtime.validation import (
-    default_session,
-    validate_item,
-    validate_update,
-)
+from simulators.openai_realtime.validation import default_session, validate_update
 from simulators.openai_realtime.wire import (
     ClientError,
     dumps,
@@ -45,8 +43,14 @@ MIN_COMMIT_MS = 100  # a manual commit needs >= 100 ms of audio since the last o
 class RealtimeSession(ResponseHost):
     def __init__(self, record: SimSession, send: Send, *, model: str, speed: float,
                  chunk_ms: int, max_session_s: float, transcription_delay_s: float,
-                 script: tuple[Reply, ...] | list[Reply] | None = None) -> None:
+                 script: tuple[Reply, ...] | list[Reply] | None = None,
+                 validate_server_events: bool = True,
+                 update_rejections: deque[ClientError] | None = None) -> None:
         self.record = record
+        #: every emitted event is checked against the SDK's server-event types (a failure is
+        #: a simulator bug and raises); benchmarks may switch it off for CPU
+        self.validate_server_events = validate_server_events
+        self._update_rejections = update_rejections if update_rejections is not None else deque()
         self._send = send
         self.speed = speed
         self.chunk_ms = chunk_ms
@@ -81,7 +85,10 @@ class RealtimeSession(ResponseHost):
     # output ------------------------------------------------------------------------------
 
     async def emit(self, evt: dict[str, Any], nbytes: int | None = None) -> None:
-        """Record (audio deltas without payload) and send one server event."""
+        """Check against the SDK, record (audio deltas without payload) and send one server
+        event. A server event the SDK rejects raises `SimulatorBug`: the simulator is wrong."""
+        if self.validate_server_events:
+            check_server_event(evt)
         if nbytes is None:
             self.record.record_sent(evt)
         else:
@@ -140,9 +147,12 @@ class RealtimeSession(ResponseHost):
             self.record.record_received(evt)
         handler = self._handlers.get(type_) if isinstance(type_, str) else None
         try:
+            # The SDK's client-event types decide what is valid (unknown keys included);
+            # the handlers below only model what the live service does with it.
+            validate_client_event(evt)
             if handler is None:
-                if "type" not in evt:
-                    raise missing("type")
+                # Valid for the SDK but not simulated (conversation.item.retrieve, and
+                # output_audio_buffer.clear, which exists for WebRTC/SIP sessions only).
                 raise invalid_value("type", type_, list(self._handlers))
             await handler(evt)
         except ClientError as exc:
@@ -166,6 +176,8 @@ class RealtimeSession(ResponseHost):
     async def _session_update(self, evt: dict[str, Any]) -> None:
         if "session" not in evt:
             raise missing("session")
+        if self._update_rejections:  # fault hook: RealtimeSimulator.reject_session_updates
+            raise self._update_rejections.popleft()
         new = validate_update(self.config, evt["session"],
                               voice_locked=self.audio_output_started)
         self.config = new  # nothing above mutated the old config: all or nothing (ref)
@@ -269,7 +281,7 @@ class RealtimeSession(ResponseHost):
     # conversation ------------------------------------------------------------------------
 
     async def _item_create(self, evt: dict[str, Any]) -> None:
-        item = validate_item(evt.get("item"))
+        item: dict[str, Any] = evt["item"]  # shape checked by the SDK's types in handle()
         kind = item["type"]
         previous_req = evt.get("previous_item_id")
         if previous_req not in (None, "root") and previous_req not in self.items:
@@ -345,7 +357,7 @@ class RealtimeSession(ResponseHost):
     # responses ---------------------------------------------------------------------------
 
     async def _response_create(self, evt: dict[str, Any]) -> None:
-        options = evt.get("response", {})
+        options = evt.get("response") or {}
         if not isinstance(options, dict):
             raise invalid_type("response", "an object", options)
         if "instructions" in options and not isinstance(options["instructions"], str):
@@ -371,7 +383,14 @@ class RealtimeSession(ResponseHost):
         response.cancel(reason)
 
     def _start_response(self, options: dict[str, Any]) -> None:
-        record = ResponseRecord(new_id("resp"), instructions=options.get("instructions"))
+        # `response.instructions` replace the session's for this response only (SDK docstring
+        # of ResponseCreateEvent): record what the response actually ran with.
+        own = options.get("instructions")
+        record = ResponseRecord(new_id("resp"),
+                                instructions=own if own is not None
+                                else self.config.get("instructions"),
+                                instructions_source="response" if own is not None
+                                else "session")
         reply = reply_for(self.script, len(self.record.responses))
         self.record.responses.append(record)
         self.active = ActiveResponse(self, reply, record, options)

@@ -1,11 +1,13 @@
-"""GA `session.update` validation and the live session defaults (pure, no I/O).
+"""What the live service does with a valid `session.update`, and a fresh session's defaults.
 
-Source: ../shared/reference/openai-realtime.md, "The beta interface is switched off" and
-"session.update (GA shape)". A beta-shaped update (no `session.type`, top-level
-`modalities`/`voice`/`turn_detection`/`input_audio_format`, camelCase keys, `temperature`)
-gets `missing_required_parameter` or `unknown_parameter` with `param` = the path, and the
-WHOLE update is discarded: `validate_update` builds the new session on a copy and only
-returns it when every field passed, so the caller applies all of it or nothing.
+Whether a client event is *valid* is decided before this module runs, by the official SDK's
+types (`simulators.openai_realtime.sdk_validation`): unknown keys, missing `session.type`,
+wrong JSON types. What is left here is behaviour the SDK's types cannot express, from
+../shared/reference/openai-realtime.md and docs/protocol-assumptions.md: the voices the
+service has, the voice lock after the first audio, `audio/pcm` at 24 kHz only, ranges, and
+merging an update into the effective session. A rejected update is discarded WHOLE:
+`validate_update` builds the new session on a copy and only returns it when every field
+passed, so the caller applies all of it or nothing.
 """
 
 from __future__ import annotations
@@ -27,9 +29,6 @@ VOICES = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse",
 MODEL_RATE = 24000  # GA `audio/pcm` is 24 kHz only
 FORMAT_TYPES = ["audio/pcm", "audio/pcmu", "audio/pcma"]
 EAGERNESS = ["low", "medium", "high", "auto"]
-SESSION_KEYS = frozenset({"type", "model", "output_modalities", "instructions", "audio",
-                          "include", "tracing", "tools", "tool_choice", "max_output_tokens",
-                          "truncation", "prompt"})
 
 # Live `session.created` reports server_vad silence 200 ms, threshold 0.5, prefix 300 (ref).
 DEFAULT_SERVER_VAD: dict[str, Any] = {
@@ -39,14 +38,20 @@ DEFAULT_SERVER_VAD: dict[str, Any] = {
 DEFAULT_SEMANTIC_VAD: dict[str, Any] = {
     "type": "semantic_vad", "eagerness": "auto", "create_response": True,
     "interrupt_response": True}
-DEFAULT_VOICE = "marin"  # the reference's example voice; the live default may differ
+#: A session nobody configured speaks with `alloy` (the live service's default voice).
+DEFAULT_VOICE = "alloy"
+#: A fresh session has a generic, non-empty instruction text, not our persona: a call whose
+#: `session.update` was rejected runs on this (the simulator's stand-in for the live text).
+DEFAULT_INSTRUCTIONS = (
+    "You are a helpful, witty, and friendly AI. Act like a human, but remember that you "
+    "aren't a human. Your voice and personality should be warm and engaging. Talk quickly.")
 
 
 def default_session(model: str, session_id: str, max_session_s: float) -> dict[str, Any]:
     """The effective session a fresh socket starts with (what `session.created` carries)."""
     return {
         "type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
-        "output_modalities": ["audio"], "instructions": "", "tools": [],
+        "output_modalities": ["audio"], "instructions": DEFAULT_INSTRUCTIONS, "tools": [],
         "tool_choice": "auto", "max_output_tokens": "inf", "tracing": None,
         "truncation": "auto", "prompt": None, "include": None,
         "expires_at": int(time.time() + max_session_s),
@@ -68,11 +73,8 @@ def validate_update(current: dict[str, Any], update: Any, *,
     """
     if not isinstance(update, dict):
         raise invalid_type("session", "an object", update)
-    if "type" not in update:  # checked first: the beta shape's tell-tale (ref)
+    if "type" not in update:  # the SDK's types require it too (checked before this runs)
         raise missing("session.type")
-    for key in update:
-        if key not in SESSION_KEYS:
-            raise unknown(f"session.{key}")
     new = copy.deepcopy(current)
     if update["type"] != "realtime":
         # Only realtime sessions are simulated; a socket cannot switch to transcription.
@@ -102,41 +104,6 @@ def validate_update(current: dict[str, Any], update: Any, *,
     return new
 
 
-def validate_item(item: Any) -> dict[str, Any]:
-    """A `conversation.item.create` item (message, function_call, function_call_output)."""
-    if item is None:
-        raise missing("item")
-    if not isinstance(item, dict):
-        raise invalid_type("item", "an object", item)
-    kind = item.get("type")
-    if kind == "message":
-        role = item.get("role")
-        if role not in ("user", "assistant", "system"):
-            raise invalid_value("item.role", role, ["user", "assistant", "system"])
-        content = item.get("content")
-        if not isinstance(content, list):
-            raise invalid_type("item.content", "an array", content)
-        allowed = (["output_text", "output_audio"] if role == "assistant"
-                   else ["input_text", "input_audio"])
-        for i, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in allowed:
-                raise invalid_value(f"item.content[{i}].type",
-                                    part.get("type") if isinstance(part, dict) else part,
-                                    allowed)
-    elif kind == "function_call_output":
-        for key in ("call_id", "output"):
-            if not isinstance(item.get(key), str):
-                raise missing(f"item.{key}")
-    elif kind == "function_call":
-        for key in ("call_id", "name", "arguments"):
-            if not isinstance(item.get(key), str):
-                raise missing(f"item.{key}")
-    else:
-        raise invalid_value("item.type", kind,
-                            ["message", "function_call", "function_call_output"])
-    return item
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -151,12 +118,12 @@ def _string(path: str, value: Any) -> str:
     return value
 
 
-def _object(path: str, value: Any, allowed: frozenset[str] | set[str]) -> dict[str, Any]:
+def _object(path: str, value: Any, known: frozenset[str] | set[str]) -> dict[str, Any]:
+    """`value` as an object. Unknown keys were refused by the SDK check before this runs;
+    `known` is the subset of the SDK's keys this simulator models (others are kept as given
+    where the caller stores the object, ignored where it merges field by field)."""
     if not isinstance(value, dict):
         raise invalid_type(path, "an object", value)
-    for key in value:
-        if key not in allowed:
-            raise unknown(f"{path}.{key}")
     return value
 
 
