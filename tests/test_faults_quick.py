@@ -21,7 +21,7 @@ from bench.faults.runner import SCENARIOS
 from services.stack.haproxy import haproxy_binary
 
 ROOT = Path(__file__).resolve().parents[1]
-SUITE_TIMEOUT_S = 420
+SUITE_TIMEOUT_S = 600
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(SUITE_TIMEOUT_S + 60)]
 

@@ -104,6 +104,13 @@ SCENARIOS = (
     Scenario("9 leaks", "s_leaks:leaks", 60, 420),
     Scenario("10 fuzz", "s_fuzz:fuzz", 60, 300),
     Scenario("11 secrets", "s_secrets:secrets_in_logs", 30, 60),
+    Scenario("12a attack-edge-fail-open", "s_attacks_edge:fail_open_refused", 40, 60),
+    Scenario("12b attack-edge-spoofing", "s_attacks_edge:forwarded_spoofing", 40, 60),
+    Scenario("12c attack-edge-slow-big", "s_attacks_edge:dribblers_and_oversized", 40, 60),
+    Scenario("12d attack-orch-api-base", "s_attacks_orch:api_base_and_paths", 40, 60),
+    Scenario("13a attack-gw-preadmission", "s_attacks_gateway:preadmission", 45, 90),
+    Scenario("13b attack-gw-flood", "s_attacks_gateway:flood", 45, 90),
+    Scenario("13c attack-gw-dtmf", "s_attacks_gateway:dtmf", 45, 90),
 )
 
 
