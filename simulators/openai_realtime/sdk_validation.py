@@ -60,7 +60,7 @@ CLIENT_EVENT_TYPES: tuple[str, ...] = tuple(_CLIENT_MODELS)
 SERVER_EVENT_TYPES: tuple[str, ...] = tuple(_SERVER_MODELS)
 
 #: Server-event keys the live service sends that the SDK's models do not declare (list
-#: indices written `[]`). Each one needs a source: ../shared/reference/openai-realtime.md
+#: indices written `[]`). Each one needs a source: docs/protocol-assumptions.md
 #: reports live `session.created`/`session.updated` carrying the session's `id`, `object`
 #: and `expires_at`. Anything else unknown to the SDK is a simulator bug.
 LIVE_SERVER_EXTRAS = frozenset({"session.id", "session.object", "session.expires_at"})

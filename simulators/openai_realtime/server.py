@@ -173,8 +173,8 @@ class RealtimeSimulator:
                                param: str | None = "session.audio.output.voice") -> None:
         """The next `n` `session.update`s (on any connection) are refused with an `error`
         naming their `event_id`; as on the live service the whole update is discarded, the
-        session keeps its defaults and the socket stays open (../shared/reference/
-        openai-realtime.md, "Facts checked against the openai-python SDK")."""
+        session keeps its defaults and the socket stays open
+        (docs/protocol-assumptions.md; https://platform.openai.com/docs/api-reference/realtime)."""
         for _ in range(n):
             self._update_rejections.append(ClientError(code, message, param))
 

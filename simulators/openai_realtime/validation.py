@@ -3,7 +3,8 @@
 Whether a client event is *valid* is decided before this module runs, by the official SDK's
 types (`simulators.openai_realtime.sdk_validation`): unknown keys, missing `session.type`,
 wrong JSON types. What is left here is behaviour the SDK's types cannot express, from
-../shared/reference/openai-realtime.md and docs/protocol-assumptions.md: the voices the
+the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime) and
+docs/protocol-assumptions.md: the voices the
 service has, the voice lock after the first audio, `audio/pcm` at 24 kHz only, ranges, and
 merging an update into the effective session. A rejected update is discarded WHOLE:
 `validate_update` builds the new session on a copy and only returns it when every field
