@@ -51,8 +51,12 @@ async def platform(redis_url: str) -> AsyncIterator[tuple[InfobipSimulator, str]
         await ingress.stop()
 
 
-async def start_doomed(redis_url: str, sim: InfobipSimulator, cfg: str, kill_at: str,
-                       redis_client: aioredis.Redis) -> asyncio.subprocess.Process:
+@asynccontextmanager
+async def doomed_orchestrator(redis_url: str, sim: InfobipSimulator, cfg: str, kill_at: str,
+                              redis_client: aioredis.Redis
+                              ) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A `callbridge orchestrator` subprocess armed to die at `kill_at`; killed on exit if
+    it is still alive."""
     env = {**os.environ, "REDIS_URL": redis_url, "INFOBIP_BASE_URL": sim.base_url,
            "INFOBIP_API_KEY": "sim-infobip-key", "INFOBIP_MEDIA_STREAM_CONFIG_ID": cfg,
            "INFOBIP_REQUEST_TIMEOUT_S": "2", "ORCHESTRATOR_JOB_TIMEOUT_S": str(JOB_TIMEOUT_S),
@@ -71,8 +75,13 @@ async def start_doomed(redis_url: str, sim: InfobipSimulator, cfg: str, kill_at:
             return False
         return any(c["name"] in (b"doomed", "doomed") for c in consumers)
 
-    await wait_until(consumer_up, timeout=20, what="the doomed orchestrator's consumer")
-    return proc
+    try:
+        await wait_until(consumer_up, timeout=20, what="the doomed orchestrator's consumer")
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 10)
 
 
 def survivor_settings(redis_url: str, sim: InfobipSimulator, cfg: str) -> Any:
@@ -92,9 +101,8 @@ async def test_worker_killed_at_each_step_bridges_exactly_once(
         kill_at: str, redis_url: str, redis_client: aioredis.Redis) -> None:
     async with platform(redis_url) as (sim, cfg):
         in_flight = kill_at == "post-in-flight"
-        proc = await start_doomed(redis_url, sim, cfg, "" if in_flight else kill_at,
-                                  redis_client)
-        try:
+        async with doomed_orchestrator(redis_url, sim, cfg, "" if in_flight else kill_at,
+                                       redis_client) as proc:
             if in_flight:
                 # The platform applies it 3 s after receipt, after the sender's 2 s timeout.
                 sim.faults.delay_next(1, 3.0)
@@ -118,10 +126,6 @@ async def test_worker_killed_at_each_step_bridges_exactly_once(
                 await wait_until(lambda: _queue_empty(redis_client), timeout=10,
                                  what="the job queue drained")
                 rec = await call_record.load(redis_client, call.call_id)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await asyncio.wait_for(proc.wait(), 10)
 
     posts = dialog_posts(sim, call.call_id)
     assert len(posts) == 1, f"{len(posts)} dialog requests for one call"
@@ -145,8 +149,8 @@ async def test_caller_gone_before_takeover_is_recorded_unbridged(
     """The caller hangs up while the only worker that had their call lies dead: the call is
     recorded as never bridged (not as a quiet success), and no dialog is requested."""
     async with platform(redis_url) as (sim, cfg):
-        proc = await start_doomed(redis_url, sim, cfg, "bridge.claimed", redis_client)
-        try:
+        async with doomed_orchestrator(redis_url, sim, cfg, "bridge.claimed",
+                                       redis_client) as proc:
             call = await sim.place_call(CallScript(caller_wav=None, connect_to_media=False,
                                                    hangup_after_s=0.3))
             await asyncio.wait_for(proc.wait(), 20)
@@ -160,10 +164,6 @@ async def test_caller_gone_before_takeover_is_recorded_unbridged(
                 await wait_until(settled, timeout=TAKEOVER_WAIT_S,
                                  what="the call recorded as never bridged")
                 rec = await call_record.load(redis_client, call.call_id)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await asyncio.wait_for(proc.wait(), 10)
     assert rec["state"] == "ended"
     assert not rec.get("dialog_id")
     assert dialog_posts(sim, call.call_id) == []

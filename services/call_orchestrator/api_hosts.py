@@ -47,9 +47,8 @@ class Origin:
     @property
     def url(self) -> str:
         default = {"https": 443, "http": 80}.get(self.scheme)
-        netloc = self.host if self.port == default else f"{self.host}:{self.port}"
-        if ":" in self.host:  # IPv6 literal
-            netloc = f"[{self.host}]" if self.port == default else f"[{self.host}]:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        netloc = host if self.port == default else f"{host}:{self.port}"
         return f"{self.scheme}://{netloc}"
 
 
