@@ -89,7 +89,10 @@ def test_debian_docker_compose_accepts_the_file(files: str) -> None:
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose not installed (CI: apt-get install docker-compose)")
-    env = {**os.environ, "COMPOSE_FILE": files}
+    # The secrets compose requires (`${VAR:?...}`: it refuses to start without them), as an
+    # operator's .env would give them.
+    env = {**os.environ, "COMPOSE_FILE": files, "REDIS_PASSWORD": "compose-config-check",
+           "WEBHOOK_BASIC_PASSWORD": "compose-config-check"}
     for name in ("COMPOSE_PROJECT_NAME", "DOCKER_HOST"):
         env.pop(name, None)
     result = subprocess.run([binary, "--compatibility", "config", "--quiet"], cwd=ROOT,
@@ -135,3 +138,17 @@ def test_compose_lb_is_local_only_by_default_and_can_take_a_certificate() -> Non
     volumes = " ".join(lb["volumes"])
     assert "${LB_CONFIG:-haproxy.cfg}" in volumes and "${LB_TLS_CERT:-/dev/null}" in volumes
     assert (ROOT / "deploy" / "haproxy" / "haproxy-tls.cfg").exists()
+
+
+def test_compose_refuses_to_start_without_its_secrets() -> None:
+    """Secure by default: no Redis password, no compose (not an open Redis)."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose not installed (CI: apt-get install docker-compose)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REDIS_PASSWORD", "COMPOSE_PROJECT_NAME", "DOCKER_HOST")}
+    env.update(COMPOSE_FILE="compose.yaml", WEBHOOK_BASIC_PASSWORD="compose-config-check")
+    result = subprocess.run([binary, "--compatibility", "config", "--quiet"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "REDIS_PASSWORD" in result.stderr
