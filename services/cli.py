@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 # (module with `register(subparsers)`) in the order `--help` lists them.
 _COMMAND_MODULES = (
@@ -35,6 +37,48 @@ Every subcommand has its own --help. Settings come from the environment or a .en
 """
 
 
+# The production image installs only `services` and `shared` (Dockerfile): the simulators,
+# and the PyPI packages only they need (pyproject's `sim` extra), live in a source checkout.
+_SIM_MODULES = ("simulators", "openai", "jsonschema")
+_NO_SIMULATORS = (
+    "callbridge {command}: the simulators are not installed in this image (the production "
+    "image carries only the services); run them from a source checkout: "
+    "`bash scripts/bootstrap.sh && .venv/bin/callbridge {command} ...` (README.md). Against "
+    "the real platforms no simulator is needed: `callbridge ingress`, `callbridge "
+    "orchestrator`, `callbridge gateway`.")
+_NO_SIM_EXTRA = (
+    "callbridge {command}: the simulators need the `sim` extra ({module} is missing): "
+    "`pip install -e '.[sim]'` in a source checkout, or `bash scripts/bootstrap.sh`.")
+
+
+def simulators_installed() -> bool:
+    return importlib.util.find_spec("simulators") is not None
+
+
+def require_simulators(command: str) -> None:
+    """Exit with a clear message when `command` needs the simulators and they are absent."""
+    if not simulators_installed():
+        _no_simulators(command)
+
+
+def _no_simulators(command: str) -> NoReturn:
+    raise SystemExit(_NO_SIMULATORS.format(command=command))
+
+
+def _register_sim_unavailable(sub: Any) -> None:
+    """`sim` in an image without the simulators: listed, and says where to run it."""
+    parser = sub.add_parser("sim", help="simulated Infobip / OpenAI Realtime (not installed "
+                                        "here: source checkout only)", add_help=False)
+    parser.add_argument("-h", "--help", action=_SimulatorsMissing, nargs=0)
+    parser.add_argument("rest", nargs="*")
+    parser.set_defaults(func=lambda args: _no_simulators("sim"), sim_unavailable=True)
+
+
+class _SimulatorsMissing(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        _no_simulators("sim")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="callbridge", description=DESCRIPTION,
@@ -42,17 +86,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if not (name.startswith("simulators.")
+                    and (exc.name or "").partition(".")[0] == "simulators"):
+                raise
+            _register_sim_unavailable(sub)
+            continue
+        module.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "sim_unavailable", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # as parse_args does
     try:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        # A command reached for the simulators (`stack` simulating, `demo`) or their extra.
+        root = (exc.name or "").partition(".")[0]
+        if root == "simulators":
+            _no_simulators(args.command)
+        if root in _SIM_MODULES:
+            raise SystemExit(_NO_SIM_EXTRA.format(command=args.command, module=root)) from None
+        raise
     return int(result or 0)
 
 
