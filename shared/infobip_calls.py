@@ -1,14 +1,17 @@
 """Calls API REST shapes: dialog creation, media-stream configs, and the error body.
 
-Source: ../shared/reference/infobip-calls.md. Pure models, no I/O: the orchestrator's HTTP
-client and the Infobip simulator both build and parse with these, so they cannot drift.
+Source: Infobip's Calls API reference and its published Voice OpenAPI document
+(https://www.infobip.com/docs/api; the copy the simulator checks against is described in
+docs/protocol-assumptions.md). Pure models, no I/O: the orchestrator builds and parses
+with these; the Infobip simulator judges what they produce against the published document.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.infobip_events import Call, Platform
 
@@ -27,8 +30,28 @@ class WebsocketEndpoint(_Wire):
     identifier: str | None = None
 
 
+#: what `wire_phone_number` removes: the punctuation people write numbers with
+_PHONE_PUNCTUATION = re.compile(r"[\s+()\-]")
+#: the digits it keeps (3 to 20 of them: short codes up to E.164's 15 digits with margin)
+_PHONE_DIGITS = re.compile(r"[0-9]{3,20}")
+
+
+def wire_phone_number(raw: str) -> str | None:
+    """`raw` as the spec writes phone numbers on the wire, or None if it is not one.
+
+    The spec describes `phoneNumber` (PhoneEndpoint) and `from` (DialogCallRequest, for calls
+    to PHONE) as "in the E.164 format" and writes every example as bare digits, country code
+    first, no `+` (`41793026727`); no pattern is published, so "digits only, 3 to 20 of them"
+    is inferred from those examples. `+`, whitespace, dashes and parentheses are removed
+    ("+41 (79) 302-6727" -> "41793026727"); anything else (letters, dots, `*`) is refused."""
+    digits = _PHONE_PUNCTUATION.sub("", raw)
+    return digits if _PHONE_DIGITS.fullmatch(digits) else None
+
+
 class PhoneEndpoint(_Wire):
-    """Transfers go to a phone number (a dialog from the caller to a PHONE child)."""
+    """Transfers go to a phone number (a dialog from the caller to a PHONE child).
+    `phone_number` is sent as given: callers pass it through `wire_phone_number` first
+    (profiles do so when they load, shared/profiles.py)."""
 
     type: Literal["PHONE"] = "PHONE"
     phone_number: str = Field(..., alias="phoneNumber")
@@ -42,9 +65,27 @@ class ChildCallRequest(_Wire):
     custom_data: dict[str, str] | None = Field(None, alias="customData")
 
 
+class RingbackGeneration(_Wire):
+    """`propagationOptions.ringbackGeneration`: the platform plays its own ringback tone to
+    the parent call while the child rings. The spec: "It applies only to `INBOUND` parent
+    calls in the `CALLING` state; otherwise, it is ignored", and it cannot be enabled
+    together with `childCallRinging`."""
+
+    enabled: bool
+
+
 class PropagationOptions(_Wire):
     child_call_hangup: bool | None = Field(None, alias="childCallHangup")
     child_call_ringing: bool | None = Field(None, alias="childCallRinging")
+    ringback_generation: RingbackGeneration | None = Field(None, alias="ringbackGeneration")
+
+    @model_validator(mode="after")
+    def _ringing_or_ringback(self) -> PropagationOptions:
+        # The spec: childCallRinging "Cannot be `true` when `ringbackGeneration` is enabled".
+        if self.child_call_ringing and self.ringback_generation is not None \
+                and self.ringback_generation.enabled:
+            raise ValueError("childCallRinging and ringbackGeneration cannot both be on")
+        return self
 
 
 class DialogRequest(_Wire):

@@ -1,6 +1,6 @@
 """Infobip Calls API webhook events: the envelope and the properties callbridge reads.
 
-Source: ../shared/reference/infobip-calls.md (Infobip Voice OpenAPI 3.210.0). Every model
+Source: Infobip's Voice OpenAPI document 3.210.0, https://www.infobip.com/docs/api. Every model
 keeps unknown fields (`extra="allow"`) and `type` is a plain string, so an event type or
 field Infobip adds tomorrow is stored and replayable, never rejected.
 """
@@ -161,19 +161,22 @@ class CallsEvent(_Open):
             return None
 
     def subject_call_id(self) -> str | None:
-        """The caller's call an event is about.
+        """The caller's call an event is about: the one definition, used by the ingress (the
+        stream entry's `call_id`), the orchestrator and the tools.
 
-        Envelope callId first; else the call log's or call object's id; DIALOG_* events carry
-        only `dialogId` at the top (infobip-calls.md, Webhooks), so for them it is the
-        dialog's parent call: the caller, whose record every dialog event updates.
+        A dialog event is about the dialog's parent call, the caller, whose record every
+        dialog event updates, whatever call its envelope names (the Infobip spec's
+        DIALOG_* payloads carry the dialog, with `parentCall`; https://www.infobip.com/docs/api,
+        "Calls API" webhooks). Otherwise the envelope's callId, else the call log's or the
+        call object's id.
         """
+        props = self.properties
+        if props.dialog and props.dialog.parent_call and props.dialog.parent_call.id:
+            return props.dialog.parent_call.id
         if self.call_id:
             return self.call_id
-        props = self.properties
         if props.call_log and props.call_log.call_id:
             return props.call_log.call_id
         if props.call:
             return props.call.id
-        if props.dialog and props.dialog.parent_call:
-            return props.dialog.parent_call.id
         return None

@@ -14,22 +14,34 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 CONNECTED_EVENT = "websocket:connected"
 DTMF_EVENT = "websocket:dtmf"
 CLEAR_MESSAGE = orjson.dumps({"action": "clear"}).decode()
-#: Rates the gateway accepts: Infobip's media-stream configs allow 8000/16000/24000/32000
-#: (README "Protocol decisions"); 48000 too, for other senders.
-SUPPORTED_RATES = frozenset({8000, 16000, 24000, 32000, 48000})
+#: Sample rates an Infobip media-stream config can name (`sampleRate`, README "Protocol
+#: decisions"), in ascending order: the one list for CLI choices and tests.
+INFOBIP_RATES = (8000, 16000, 24000, 32000)
+#: Rates the gateway accepts: Infobip's, and 48000 too, for other senders.
+SUPPORTED_RATES = frozenset((*INFOBIP_RATES, 48000))
 FRAME_MS = 20
+#: Binary frames carry 16-bit little-endian mono PCM.
+SAMPLE_WIDTH = 2
 #: DTMF keys of a telephone keypad (ITU-T Q.23: 0-9, *, # and the column keys A-D).
 #: Anything else in a `websocket:dtmf` `digit` is not a key press and is refused.
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-#: Bounds on the flattened customData of `websocket:connected`: the orchestrator sets three
-#: short keys (cbToken, cbCallId, cbProfile); more, or longer, is not ours and is dropped.
+#: The dialog's customData keys the orchestrator sets and the gateway reads back from
+#: `websocket:connected` (docs/protocol-assumptions.md, "Media token location"). Read back
+#: without regard to case, at the top level or nested under CUSTOM_DATA_KEY.
+TOKEN_KEY = "cbToken"
+CALL_ID_KEY = "cbCallId"
+PROFILE_KEY = "cbProfile"
+#: Where a nested customData object would sit in `websocket:connected`.
+CUSTOM_DATA_KEY = "customData"
+#: Bounds on the customData of `websocket:connected`: the orchestrator sets three short
+#: keys; more, or longer, is not ours and is dropped.
 MAX_CUSTOM_KEYS = 32
 MAX_CUSTOM_KEY_CHARS = 64
 MAX_CUSTOM_VALUE_CHARS = 256
@@ -58,13 +70,47 @@ class InvalidDtmf(MediaProtocolError):
     """A `websocket:dtmf` whose `digit` is not one keypad key."""
 
 
+#: Key names kept for logs and wire observations (names only, never values).
+MAX_KEY_NAMES = 16
+
+CustomDataLocation = Literal["top", "customData", "missing"]
+
+
 @dataclass(frozen=True)
 class Connected:
-    """`websocket:connected`: the audio format plus the dialog's customData, flattened."""
+    """`websocket:connected`: the audio format plus the dialog's customData.
+
+    Whether Infobip copies customData flattened into this message or nests it under
+    `customData` is not published (docs/protocol-assumptions.md, "Media token location"), so
+    both are read: `custom_data` holds top-level keys and the nested object's keys, folded
+    to lower case (a top-level key wins over a nested one of the same name). `key_names`
+    and `nested_key_names` are the names as received, for a refusal's log line."""
 
     content_type: str
     sample_rate: int
     custom_data: dict[str, str] = field(default_factory=dict)
+    key_names: tuple[str, ...] = ()
+    nested_key_names: tuple[str, ...] | None = None
+    _nested_only: frozenset[str] = frozenset()
+
+    def custom(self, key: str) -> str:
+        """The customData value for `key` (any case, either location), or ""."""
+        return self.custom_data.get(key.lower(), "")
+
+    def location(self, key: str) -> CustomDataLocation:
+        """Where `key` was found: at the top level, nested under customData, or nowhere."""
+        folded = key.lower()
+        if folded not in self.custom_data:
+            return "missing"
+        return "customData" if folded in self._nested_only else "top"
+
+    def describe_keys(self) -> str:
+        """`event, content-type, customData{cbtoken, ...}`: key names only, for logs."""
+        names = [n for n in self.key_names if n != CUSTOM_DATA_KEY or
+                 self.nested_key_names is None]
+        if self.nested_key_names is not None:
+            names.append(f"{CUSTOM_DATA_KEY}{{{', '.join(self.nested_key_names)}}}")
+        return ", ".join(names) or "(none)"
 
 
 @dataclass(frozen=True)
@@ -101,21 +147,41 @@ def parse_sample_rate(content_type: str) -> int:
     return rate
 
 
-def _custom_data(data: dict[str, Any]) -> dict[str, str]:
-    """The flattened customData: scalar values of bounded keys, at most MAX_CUSTOM_KEYS."""
-    custom: dict[str, str] = {}
+def _scalar_entries(data: dict[str, Any], into: dict[str, str]) -> None:
+    """Scalar values of bounded keys, folded to lower case, until `into` holds
+    MAX_CUSTOM_KEYS; a key already in `into` keeps its value."""
     for key, value in data.items():
-        if key in ("event", "content-type") or len(key) > MAX_CUSTOM_KEY_CHARS:
+        if len(into) >= MAX_CUSTOM_KEYS:
+            return
+        if not isinstance(key, str) or len(key) > MAX_CUSTOM_KEY_CHARS:
+            continue
+        folded = key.lower()
+        if folded in ("event", "content-type") or folded in into:
             continue
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             continue
         text = value if isinstance(value, str) else repr(value)
         if len(text) > MAX_CUSTOM_VALUE_CHARS:
             continue
-        custom[key] = text
-        if len(custom) >= MAX_CUSTOM_KEYS:
-            break
-    return custom
+        into[folded] = text
+
+
+def _key_names(data: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(k)[:MAX_CUSTOM_KEY_CHARS] for k in list(data)[:MAX_KEY_NAMES])
+
+
+def _connected(data: dict[str, Any], content_type: str, rate: int) -> Connected:
+    custom: dict[str, str] = {}
+    _scalar_entries(data, custom)
+    top = frozenset(custom)
+    nested = data.get(CUSTOM_DATA_KEY)
+    nested_names: tuple[str, ...] | None = None
+    if isinstance(nested, dict):
+        nested_names = _key_names(nested)
+        _scalar_entries(nested, custom)
+    return Connected(content_type=content_type, sample_rate=rate, custom_data=custom,
+                     key_names=_key_names(data), nested_key_names=nested_names,
+                     _nested_only=frozenset(custom) - top)
 
 
 def parse_control(text: str | bytes) -> ControlMessage:
@@ -132,9 +198,7 @@ def parse_control(text: str | bytes) -> ControlMessage:
         content_type = data.get("content-type", "")
         if not isinstance(content_type, str):
             raise MediaProtocolError("content-type is not a string")
-        rate = parse_sample_rate(content_type)
-        return Connected(content_type=content_type, sample_rate=rate,
-                         custom_data=_custom_data(data))
+        return _connected(data, content_type, parse_sample_rate(content_type))
     if event == DTMF_EVENT:
         digit = data.get("digit")
         if not isinstance(digit, str) or not digit:
@@ -173,4 +237,9 @@ def is_clear(text: str | bytes) -> bool:
 
 def frame_bytes(sample_rate: int, frame_ms: int = FRAME_MS) -> int:
     """Bytes in one frame of 16-bit mono PCM: 960 at 24 kHz / 20 ms."""
-    return sample_rate * frame_ms // 1000 * 2
+    return sample_rate * frame_ms // 1000 * SAMPLE_WIDTH
+
+
+def bytes_per_ms(sample_rate: int) -> float:
+    """Bytes of 16-bit mono PCM per millisecond at `sample_rate` (48.0 at 24 kHz)."""
+    return sample_rate * SAMPLE_WIDTH / 1000.0

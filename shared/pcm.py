@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-SAMPLE_WIDTH = 2
+from shared.infobip_media import SAMPLE_WIDTH
+
+__all__ = ["SAMPLE_WIDTH", "SILENCE_RMS", "is_silent", "ms_of", "read_wav", "resample", "rms",
+           "samples", "silence", "write_wav"]
 #: RMS (int16 units) below which a frame counts as silence; speech is in the thousands.
 SILENCE_RMS = 200.0
 

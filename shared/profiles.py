@@ -10,7 +10,7 @@ the built-in `default` profile is used.
     voice = "marin"
     greeting = "Greet the caller and ask how you can help."
     tools = ["hang_up", "transfer_to_human"]
-    transfer_number = "+441134960000"
+    transfer_number = "+44 113 496 0000"   # sent as 441134960000
     [profiles.support.turn_detection]
     type = "server_vad"
     silence_duration_ms = 500
@@ -19,6 +19,12 @@ the built-in `default` profile is used.
     by_number = { "+441134960001" = "support" }
     by_calls_configuration = { "acme-config" = "support" }
     default = "support"
+
+`transfer_number` is normalised once, here, when the profiles load: `+`, spaces, dashes and
+parentheses are removed, because the Calls API spec writes phone numbers as bare digits
+(https://www.infobip.com/docs/api, `PhoneEndpoint.phoneNumber`: "41793026727"). A number that
+is not 3 to 20 digits after that refuses to load, naming the profile, rather than failing
+the first transfer of a live call. An empty string means "no transfer number".
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.infobip_calls import wire_phone_number
 
 Voice = Literal["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin",
                 "cedar"]
@@ -58,6 +66,19 @@ class AgentProfile(BaseModel):
     transcription_model: str | None = "gpt-4o-transcribe"
     tools: list[str] = Field(default_factory=lambda: ["hang_up", "transfer_to_human"])
     transfer_number: str | None = None
+
+    @field_validator("transfer_number")
+    @classmethod
+    def _transfer_number_as_the_spec_writes_it(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        digits = wire_phone_number(value)
+        if digits is None:
+            raise ValueError(
+                f"transfer_number {value!r} is not a phone number: after removing '+', "
+                "spaces, dashes and parentheses it must be 3 to 20 digits, country code "
+                "first (e.g. \"+44 113 496 0000\" or \"441134960000\")")
+        return digits
 
 
 class Routes(BaseModel):

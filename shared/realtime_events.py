@@ -1,9 +1,15 @@
 """OpenAI Realtime GA events (pure: build client events, classify and parse server events).
 
-Source: ../shared/reference/openai-realtime.md. GA only: no `OpenAI-Beta` header, no
-`modalities`/camelCase keys, `response.output_audio.delta` (not `response.audio.delta`).
-Audio deltas are the hot path: `peek_type` finds the `type` without parsing the event, and
-pydantic models are built for control events only.
+Source: the Realtime API reference, https://platform.openai.com/docs/api-reference/realtime
+(client events: https://platform.openai.com/docs/api-reference/realtime-client-events,
+server events: https://platform.openai.com/docs/api-reference/realtime-server-events). GA
+only: no `OpenAI-Beta` header, no `modalities`/camelCase keys, `response.output_audio.delta`
+(not `response.audio.delta`). Audio deltas are the hot path: `peek_type` finds the `type`
+without parsing the event, and pydantic models are built for control events only.
+
+The wire facts of this socket live here and nowhere else: the audio format (24 kHz 16-bit
+mono `audio/pcm`) and what follows from it in bytes, the event types the gateway routes on,
+and the error codes a bridge expects in normal operation.
 """
 
 from __future__ import annotations
@@ -19,10 +25,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.profiles import AgentProfile
 
 MODEL_RATE = 24000  # GA `audio/pcm` is 24 kHz only
+#: `audio/pcm` is 16-bit little-endian mono.
+MODEL_SAMPLE_WIDTH = 2
+#: Bytes of model audio per second and per millisecond (48 000 and 48).
+MODEL_BYTES_PER_S = MODEL_RATE * MODEL_SAMPLE_WIDTH
+MODEL_BYTES_PER_MS = MODEL_BYTES_PER_S // 1000
 AUDIO_FORMAT = {"type": "audio/pcm", "rate": MODEL_RATE}
 
+# Client event types.
+SESSION_UPDATE = "session.update"
+INPUT_AUDIO_APPEND = "input_audio_buffer.append"
+RESPONSE_CREATE = "response.create"
+
 # Server event types the gateway routes on.
+SESSION_UPDATED = "session.updated"
 AUDIO_DELTA = "response.output_audio.delta"
+AUDIO_DONE = "response.output_audio.done"  # the end of one item's audio
 SPEECH_STARTED = "input_audio_buffer.speech_started"
 SPEECH_STOPPED = "input_audio_buffer.speech_stopped"
 RESPONSE_CREATED = "response.created"
@@ -31,6 +49,16 @@ TRANSCRIPT_DONE = "response.output_audio_transcript.done"
 INPUT_TRANSCRIPT_DONE = "conversation.item.input_audio_transcription.completed"
 FUNCTION_CALL_DONE = "response.function_call_arguments.done"
 ERROR = "error"
+
+#: `error` codes a bridge meets in normal operation (server events reference, "error":
+#: https://platform.openai.com/docs/api-reference/realtime-server-events/error): a cancel or
+#: a commit that raced the server's own turn handling. Logged at debug level only.
+RESPONSE_CANCEL_NOT_ACTIVE = "response_cancel_not_active"
+ACTIVE_RESPONSE_ERROR = "conversation_already_has_active_response"
+COMMIT_EMPTY = "input_audio_buffer_commit_empty"
+BENIGN_ERRORS = frozenset({RESPONSE_CANCEL_NOT_ACTIVE, ACTIVE_RESPONSE_ERROR, COMMIT_EMPTY})
+#: The code of the error that ends a session at its 60-minute limit (then close 1001).
+SESSION_EXPIRED = "session_expired"
 
 _counter = itertools.count(1)
 # Fast path: `{"type":"<value>"` at the very start, as orjson and the live server write it
@@ -101,16 +129,16 @@ def session_config(profile: AgentProfile, model: str,
 
 
 def session_update(session: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "session.update", "event_id": next_event_id("cfg"), "session": session}
+    return {"type": SESSION_UPDATE, "event_id": next_event_id("cfg"), "session": session}
 
 
 def input_audio_append(pcm: bytes) -> dict[str, Any]:
     # No event_id: thousands per call, and errors on append are not actionable per frame.
-    return {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+    return {"type": INPUT_AUDIO_APPEND, "audio": base64.b64encode(pcm).decode()}
 
 
 def response_create(instructions: str | None = None) -> dict[str, Any]:
-    event: dict[str, Any] = {"type": "response.create", "event_id": next_event_id("resp")}
+    event: dict[str, Any] = {"type": RESPONSE_CREATE, "event_id": next_event_id("resp")}
     if instructions:
         event["response"] = {"instructions": instructions}
     return event

@@ -87,3 +87,14 @@ def api_throttle(scope: str) -> str:
     """String (unix ms, short TTL): no Calls API request on `scope` before this time
     (a Retry-After the platform gave; shared by every orchestrator process)."""
     return f"{PREFIX}:api-throttle:{scope}"
+
+
+#: String with a TTL, set by `callbridge preflight --capture-call`: while it exists, each
+#: media gateway appends what it saw on the wire of every call that ends to
+#: WIRE_OBSERVATIONS_STREAM (shared/wire_observations.py), so the first live call shows
+#: which protocol assumptions held (docs/protocol-assumptions.md).
+PREFLIGHT_ARMED = f"{PREFIX}:preflight:armed"
+
+#: Stream of wire observations (field `observation`: JSON of one WireObservation), capped.
+WIRE_OBSERVATIONS_STREAM = f"{PREFIX}:preflight:observations"
+WIRE_OBSERVATIONS_MAXLEN = 100

@@ -29,7 +29,7 @@ Nothing here reaches the internet: both simulators only talk to the URLs you giv
 """
 
 INFOBIP_DESCRIPTION = """\
-Simulate the Infobip Calls platform (../shared/reference/infobip-calls.md).
+Simulate the Infobip Calls platform (Infobip's Calls API reference, https://www.infobip.com/docs/api).
 
 It serves the Calls API subset callbridge uses (POST /calls/1/dialogs, call answer/hangup,
 media-stream configs) with `Authorization: App <key>` checked and Infobip's error bodies.
@@ -47,13 +47,18 @@ examples:
   callbridge sim infobip --media-url ws://127.0.0.1:8090/media --media-rate 24000 \\
       --webhook-url http://127.0.0.1:8080/webhook --place 2
 
+  # a media client that nests customData and never answers pings (see what
+  # `callbridge preflight --capture-call` reports about it)
+  callbridge sim infobip --media-url ws://127.0.0.1:8090/media --media-custom-data nested \\
+      --no-pongs --webhook-url http://127.0.0.1:8080/webhook --place 1
+
   # webhooks signed like a subscription with HTTP Basic and HMAC
   callbridge sim infobip --webhook-url http://127.0.0.1:8080/webhook \\
       --webhook-user infobip --webhook-password s3cret --webhook-hmac-secret k3y
 """
 
 OPENAI_DESCRIPTION = """\
-Simulate the OpenAI Realtime API, GA protocol only (../shared/reference/openai-realtime.md).
+Simulate the OpenAI Realtime API, GA protocol only (https://platform.openai.com/docs/api-reference/realtime).
 
 Serves ws://HOST:PORT/v1/realtime, checks `Authorization: Bearer <key>`, answers each caller
 turn with real speech sent faster than real time (--speed), and refuses beta shapes.
@@ -85,7 +90,12 @@ def register(subparsers: Any) -> None:
     infobip.add_argument("--webhook-user", help="HTTP Basic user for webhooks")
     infobip.add_argument("--webhook-password", help="HTTP Basic password for webhooks")
     infobip.add_argument("--webhook-hmac-secret",
-                         help="sign webhooks with HMAC-SHA256 (shared.webhook_signing scheme)")
+                         help="sign webhooks with HMAC (scheme: --webhook-hmac-scheme)")
+    infobip.add_argument("--webhook-hmac-scheme", action="append", metavar="KEY=VALUE",
+                         help="how to sign, repeatable: header, timestamp-header (empty: "
+                              "none), template ({timestamp}, {body}), encoding (hex|base64), "
+                              "prefix, algorithm, milliseconds; defaults match the ingress's "
+                              "WEBHOOK_HMAC_* defaults")
     infobip.add_argument("--media-url", help="create a media-stream config for this ws:// URL "
                                              "at start and print its id")
     infobip.add_argument("--media-rate", type=int, default=24000,
@@ -97,6 +107,16 @@ def register(subparsers: Any) -> None:
                                               "default the shipped order-status question)")
     infobip.add_argument("--throttle", action="store_true",
                          help="emulate the 20 dialog requests/s throttle with 429")
+    # Media client modes that each break one assumption of docs/protocol-assumptions.md, so
+    # `callbridge preflight --capture-call` can be seen reporting it.
+    infobip.add_argument("--media-custom-data", choices=("flat", "nested"), default="flat",
+                         help="customData in websocket:connected: flat top-level keys (the "
+                              "assumption, default) or nested under a customData object")
+    infobip.add_argument("--no-pongs", action="store_true",
+                         help="the media client does not answer the gateway's WebSocket pings")
+    infobip.add_argument("--silence-suppression", action="store_true",
+                         help="send no media frames while the caller is silent (instead of "
+                              "a steady 20 ms stream of silence)")
     infobip.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
     infobip.add_argument("--log-format", default=os.environ.get("LOG_FORMAT", "text"),
                          choices=("json", "text"))
@@ -146,17 +166,30 @@ def run_infobip(args: argparse.Namespace) -> int:
     if args.place and not args.webhook_url:
         print("--place needs --webhook-url (where CALL_RECEIVED is posted)", file=sys.stderr)
         return 2
+    if args.webhook_hmac_scheme:
+        from simulators.infobip.webhooks import WebhookHmacScheme
+        try:
+            args.webhook_hmac_scheme = WebhookHmacScheme.parse(args.webhook_hmac_scheme)
+        except ValueError as exc:
+            print(f"--webhook-hmac-scheme: {exc}", file=sys.stderr)
+            return 2
     return _run(_serve_infobip(args))
 
 
 async def _serve_infobip(args: argparse.Namespace) -> None:
     from simulators.infobip import CallScript, InfobipSimulator
+    from simulators.infobip.media_leg import MediaLegOptions
 
     auth = (args.webhook_user, args.webhook_password) if args.webhook_user else None
     secret = args.webhook_hmac_secret.encode() if args.webhook_hmac_secret else None
     sim = InfobipSimulator(host=args.host, port=args.port, api_key=args.api_key,
                            webhook_url=args.webhook_url, webhook_auth=auth,
-                           webhook_hmac_secret=secret, throttle=args.throttle)
+                           webhook_hmac_secret=secret, throttle=args.throttle,
+                           webhook_hmac_scheme=args.webhook_hmac_scheme or None,
+                           media_options=MediaLegOptions(
+                               custom_data=args.media_custom_data,
+                               answer_pings=not args.no_pongs,
+                               silence_suppression=args.silence_suppression))
     await sim.start()
     reports: list[asyncio.Task[None]] = []
     try:

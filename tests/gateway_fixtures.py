@@ -40,7 +40,7 @@ def caller_speech(rate: int) -> bytes:
 
 async def issue_token(redis: aioredis.Redis, call_id: str, profile: str = "default",
                       ttl_s: int = 120, expires_in: float = 120.0) -> str:
-    """Exactly what the orchestrator stores (contract "Media token")."""
+    """Exactly what the orchestrator stores (services/media_gateway/admission.py)."""
     token = secrets.token_urlsafe(24)
     value = orjson.dumps({"call_id": call_id, "profile": profile,
                           "expires_at": time.time() + expires_in})

@@ -1,4 +1,4 @@
-"""The deployment's containers for real: compose.yaml's topology behind HAProxy (issue 10).
+"""The deployment's containers for real: compose.yaml's topology behind HAProxy.
 
 Runs only with CALLBRIDGE_CONTAINERS=1: `.ci/containers.sh` builds the images, runs
 `docker-compose --compatibility up -d`, waits for every health check and then runs this

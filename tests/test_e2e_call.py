@@ -39,7 +39,8 @@ async def test_one_call_end_to_end(redis_url: str, tmp_path: Path) -> None:
         body = requests[0].json
         assert requests[0].headers.get("Authorization") == "App sim-infobip-key"
         assert body["childCallRequest"]["endpoint"] == {
-            "type": "WEBSOCKET", "websocketEndpointConfigId": stack.media_config_id}
+            "type": "WEBSOCKET", "websocketEndpointConfigId": stack.media_config_id,
+            "identifier": call.call_id}
         custom = body["childCallRequest"]["customData"]
         assert custom["cbCallId"] == call.call_id and len(custom["cbToken"]) >= 32
 

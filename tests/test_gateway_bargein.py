@@ -1,5 +1,7 @@
-"""Barge-in (openai-realtime.md, "Barge-in done right"): clear, drop, truncate at what was
-heard (never beyond what was generated), drop the cancelled response's later deltas."""
+"""Barge-in (services/media_gateway/bargein.py; OpenAI's Realtime conversations guide,
+https://platform.openai.com/docs/guides/realtime-conversations): clear, drop, truncate at
+what was heard (never beyond what was generated), drop the cancelled response's later
+deltas."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ from typing import Any, cast
 
 import pytest
 
-from services.media_gateway.bargein import CLEAR, BargeIn
+from services.media_gateway.bargein import BargeIn
+from services.media_gateway.caller_output import CLEAR, CallerOutput
 from services.media_gateway.model_link import ModelLink
-from services.media_gateway.pacer import Sender
+from services.media_gateway.pacer import PacerHub, Sender
+from services.media_gateway.ws_fastpath import MediaConnection
 from shared.audio.playout import Playout
-from shared.audio.resampler import StreamResampler
 from shared.pcm import is_silent
 from shared.profiles import AgentProfile, ProfileBook
 from simulators.openai_realtime import RealtimeSimulator
@@ -106,14 +109,15 @@ class _Recorder:
 
 
 def _barge(rate: int = 8000) -> tuple[BargeIn, Playout, _Recorder]:
-    playout = Playout(rate)
+    """A barge-in on a real caller output whose socket writes are recorded."""
     rec = _Recorder()
-    barge = BargeIn(playout, cast(Sender, rec), cast(ModelLink, rec),
-                    StreamResampler(24000, rate), allowance_ms=60)
-    return barge, playout, rec
+    output = CallerOutput(cast(MediaConnection, rec), rate, PacerHub())
+    output.sender = cast(Sender, rec)
+    barge = BargeIn(output, cast(ModelLink, rec), allowance_ms=60)
+    return barge, output.playout, rec
 
 
-def test_queued_but_unheard_audio_is_cleared_without_truncate() -> None:
+async def test_queued_but_unheard_audio_is_cleared_without_truncate() -> None:
     barge, playout, rec = _barge()
     barge.item("item_1", "resp_1").generated_ms = 2000
     playout.push(b"\x10\x27" * 1600, "item_1")  # 200 ms queued, nothing sent yet
@@ -125,7 +129,7 @@ def test_queued_but_unheard_audio_is_cleared_without_truncate() -> None:
 
 
 @pytest.mark.parametrize("generated_ms", [5000.0, 900.0])
-def test_truncate_at_what_was_heard_never_beyond_generated(generated_ms: float) -> None:
+async def test_truncate_at_what_was_heard_never_beyond_generated(generated_ms: float) -> None:
     barge, playout, rec = _barge()
     barge.item("item_1", "resp_1").generated_ms = generated_ms
     playout.push(b"\x10\x27" * 16000, "item_1")  # 2 s queued at 8 kHz
@@ -146,7 +150,7 @@ def test_truncate_at_what_was_heard_never_beyond_generated(generated_ms: float) 
                            "item_id": "item_1", "audio_end_ms": outcome.audio_end_ms}]
 
 
-def test_disabled_barge_in_does_nothing() -> None:
+async def test_disabled_barge_in_does_nothing() -> None:
     barge, playout, rec = _barge()
     barge.enabled = False
     playout.push(b"\x10\x27" * 1600, "item_1")

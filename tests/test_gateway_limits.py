@@ -92,7 +92,8 @@ async def test_idle_peer_is_ended(make_gateway: GatewayFactory, redis_client: ai
 async def test_half_open_peer_ends_on_keepalive(make_gateway: GatewayFactory,
                                                 redis_client: aioredis.Redis,
                                                 rt_sim: RealtimeSimulator) -> None:
-    """A peer that stops reading (no pongs) is dropped within interval + timeout."""
+    """A peer that stops reading (no pongs) is dropped within interval + timeout, and the
+    call is hung up (the half-open peer may still hold the caller's call at Infobip)."""
     gw = await make_gateway(keepalive_interval_s=0.5, keepalive_timeout_s=0.5,
                             idle_timeout_s=60)
     call_id = new_call_id()
@@ -103,7 +104,9 @@ async def test_half_open_peer_ends_on_keepalive(make_gateway: GatewayFactory,
     ws.transport.pause_reading()  # half-open: we neither read nor answer pings
     try:
         rec = await record(redis_client, call_id)
-        assert rec[b"end_reason"] == b"caller_hangup"  # the socket died under us
+        assert rec[b"end_reason"] == b"keepalive_timeout"
+        await wait_until(lambda: redis_client.exists(
+            f"arq:job:{job_id(HANGUP_CALL, call_id)}"), what="the hang-up job")
         await rt_sim.sessions[0].wait_closed(10)
     finally:
         ws.transport.abort()

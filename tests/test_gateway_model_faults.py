@@ -1,6 +1,7 @@
-"""Model socket faults (openai-realtime.md: drops without a close frame, session_expired):
-reconnect, re-seed, hold sound meanwhile; a model that never comes back gets the spoken
-fallback and a transfer or hang-up job (issue 9, scenario 4)."""
+"""Model socket faults (drops without a close frame, `session_expired`: model_link.py and
+docs/protocol-assumptions.md, "OpenAI Realtime"): reconnect, re-seed, hold sound meanwhile;
+a model that never comes back gets the spoken fallback and a transfer or hang-up job
+(services/media_gateway/ending.py)."""
 
 from __future__ import annotations
 

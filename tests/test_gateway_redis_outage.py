@@ -1,5 +1,6 @@
 """Redis stopped mid-call: the audio does not notice (no gap > ~100 ms at the caller), and
-the gateway's state catches up once Redis is back (issue 5, "State in Redis")."""
+the gateway's state catches up once Redis is back (README "Architecture", "State in Redis,
+audio never waits for it")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Regression (found by the fault suite, scenario 10 full run): a model `audio.delta` whose
 `delta` is a string with non-ASCII characters makes `binascii.a2b_base64` raise ValueError,
-which `relay.on_model_event` does not catch, so the session's model task fails and the call
-is closed with 1011 — although the relay promises "Never raises: a bad event is logged and
+which `Relay.on_model_event` did not catch, so the session's model task failed and the call
+was closed with 1011 — although the relay promises "Never raises: a bad event is logged and
 skipped" (services/media_gateway/relay.py, `_on_audio_delta` / the except tuple of
 `on_model_event`).
 
@@ -17,15 +17,23 @@ import asyncio
 import gc
 import weakref
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from services.media_gateway import relay
+from services.media_gateway.bargein import BargeIn
+from services.media_gateway.caller_output import CallerOutput
+from services.media_gateway.config import GatewaySettings
+from services.media_gateway.model_link import ModelLink
+from services.media_gateway.relay import Relay
 from services.media_gateway.server import Gateway
 from services.media_gateway.session import MediaSession
+from services.media_gateway.state import CallRecord
+from services.media_gateway.turns import ResponseTurns
+from services.media_gateway.wire_watch import WireWatch
+from services.media_gateway.ws_fastpath import MediaConnection
 from shared.audio.resampler import StreamResampler
 from shared.infobip_media import build_connected
 from shared.profiles import AgentProfile, ProfileBook
@@ -50,11 +58,25 @@ class _Barge:
         return SimpleNamespace(generated_ms=0.0)
 
 
-def test_non_ascii_audio_delta_is_skipped_not_raised() -> None:
-    session: Any = SimpleNamespace(barge=_Barge(), ending_notice=False)
+class _Host:
+    def on_response_done(self, response_id: str | None, status: str) -> None:
+        raise AssertionError("not a response.done")
+
+
+class _Output:
+    def push(self, pcm24: bytes, item_id: str, received_at: float) -> None:
+        raise AssertionError("a malformed delta reached the caller")
+
+
+async def test_non_ascii_audio_delta_is_skipped_not_raised() -> None:
+    host = _Host()
+    relay = Relay(host, cast(MediaConnection, None), cast(ModelLink, None),
+                  cast(CallerOutput, _Output()), cast(BargeIn, _Barge()),
+                  cast(ResponseTurns, None), cast(CallRecord, None), WireWatch("c", "gw"),
+                  GatewaySettings(openai_api_key="sk-test"), 16000)
     raw = orjson.dumps({"type": "response.output_audio.delta", "response_id": "resp_1",
                         "item_id": "item_1", "delta": "AAAA\u00e9AAA"})
-    relay.on_model_event(session, raw, 0.0)  # must not raise
+    relay.on_model_event(raw, 0.0)  # must not raise
 
 
 # Ended sessions are freed without the cyclic GC ---------------------------------------------
@@ -65,7 +87,7 @@ _CALLS = 3
 async def _started_session(gw: Gateway) -> weakref.ref[MediaSession]:
     """A weak reference to the gateway's one live session, once it is relaying."""
     session = await wait_until(
-        lambda: next((s for s in gw.sessions if hasattr(s, "sender")), None), timeout=15,
+        lambda: next((s for s in gw.sessions if s.started), None), timeout=15,
         what="a started session")
     return weakref.ref(session)
 

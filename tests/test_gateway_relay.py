@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.media_gateway.server import Gateway
-from shared.infobip_media import frame_bytes
+from shared.infobip_media import SUPPORTED_RATES, frame_bytes
 from shared.pcm import is_silent, rms
 from simulators.openai_realtime import RealtimeSimulator
 
@@ -15,7 +15,7 @@ pytest_plugins = ["tests.gateway_fixtures"]  # rt_sim, make_gateway, open_leg
 from tests.gateway_fixtures import GatewayFactory, LegFactory, caller_speech  # noqa: E402
 
 
-@pytest.mark.parametrize("rate", [8000, 16000, 24000, 32000, 48000])
+@pytest.mark.parametrize("rate", sorted(SUPPORTED_RATES))
 async def test_agent_audio_reaches_the_caller_at_the_leg_rate(
         rate: int, make_gateway: GatewayFactory, open_leg: LegFactory,
         rt_sim: RealtimeSimulator) -> None:

@@ -401,10 +401,10 @@ async def test_dtmf_is_validated_and_rate_limited(
     session = next(iter(gw.sessions))
     await wait_until(lambda: limited("dtmf_invalid") - invalid == len(injections)
                      and limited("dtmf_rate") - rate
-                     + sum(r == "caller" for r, _ in session.history) == 30,
+                     + sum(r == "caller" for r, _ in session.record.history) == 30,
                      what="every digit accepted or counted")
     elapsed = time.monotonic() - started
-    accepted = [t for r, t in session.history if r == "caller"]
+    accepted = [t for r, t in session.record.history if r == "caller"]
     assert 10 <= len(accepted) <= 10 + 10 * elapsed + 1
     sim = rt_sim.sessions[0]
     await sim.wait_for("conversation.item.create", timeout=10, direction="received",

@@ -1,5 +1,5 @@
-"""The one-time media token (contract "Media token"): anything but a fresh token for this
-call closes the socket with 1008 and a reason, and nothing reaches the model."""
+"""The one-time media token (services/media_gateway/admission.py): anything but a fresh token
+for this call closes the socket with 1008 and a reason, and nothing reaches the model."""
 
 from __future__ import annotations
 

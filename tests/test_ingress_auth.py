@@ -16,7 +16,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from services.webhook_ingress.auth import client_address, parse_ip
 from shared import redis_keys
-from shared.webhook_signing import sign_headers
+from shared.webhook_signing import HmacScheme, sign_headers
 from tests.ingress_fixtures import JSON, event, ingress_client, make_settings
 
 USER, PASSWORD = "infobip", "pa55-w0rd-Secret-7731"
@@ -120,15 +120,14 @@ async def test_hmac_right_signature_passes_and_invalid_signed_body_is_kept(
         redis_url: str, redis_client: aioredis.Redis) -> None:
     settings = make_settings(redis_url, webhook_hmac_secret=HMAC_SECRET,
                              webhook_hmac_signature_header="X-Infobip-Signature")
+    renamed = HmacScheme(signature_header="X-Infobip-Signature")
     body = event("c-1")
     async with ingress_client(settings) as client:
-        headers = {**JSON, **sign_headers(HMAC_SECRET.encode(), body,
-                                          signature_header="X-Infobip-Signature")}
+        headers = {**JSON, **sign_headers(HMAC_SECRET.encode(), body, scheme=renamed)}
         assert (await client.post("/webhook", data=body, headers=headers)).status == 200
         # Authenticated but not JSON: 400, and kept for forensics (the sender is known).
         junk = b"{oops"
-        headers = {**JSON, **sign_headers(HMAC_SECRET.encode(), junk,
-                                          signature_header="X-Infobip-Signature")}
+        headers = {**JSON, **sign_headers(HMAC_SECRET.encode(), junk, scheme=renamed)}
         assert (await client.post("/webhook", data=junk, headers=headers)).status == 400
         # Too large to verify: 413, answered but not stored (could be anyone).
         big = b"x" * 70_000

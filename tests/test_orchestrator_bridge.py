@@ -48,7 +48,8 @@ async def test_dialog_body_and_media_token(stack: dict[str, Any],
         assert req.json == {
             "parentCallId": call.call_id,
             "childCallRequest": {
-                "endpoint": {"type": "WEBSOCKET", "websocketEndpointConfigId": stack["cfg"]},
+                "endpoint": {"type": "WEBSOCKET", "websocketEndpointConfigId": stack["cfg"],
+                             "identifier": call.call_id},
                 "customData": {"cbToken": token, "cbCallId": call.call_id,
                                "cbProfile": "default"}},
             "propagationOptions": {"childCallHangup": False},

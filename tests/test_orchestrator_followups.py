@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 PROFILES = """
 [profiles.support]
 instructions = "You are ACME support."
-transfer_number = "441134960000"
+transfer_number = "+44 (113) 496-0000"
 
 [routes]
 default = "support"
@@ -91,9 +91,20 @@ async def test_dialog_failed_transfers_when_profile_has_a_number(
             return rec if rec.get("transfer_dialog_id") else None
 
         rec = await wait_until(transferred, what="transfer recorded")
-    assert posts[0].json["childCallRequest"]["endpoint"] == {
-        "type": "PHONE", "phoneNumber": "441134960000"}
+    # The wire body as the spec writes it: digits only, the caller ID the number the caller
+    # dialled (CALL_RECEIVED's call.to), ringback for the caller while the human's phone
+    # rings (this caller was never answered: the media leg failed, so the parent call is
+    # still CALLING, where the spec applies ringbackGeneration).
+    assert posts[0].json == {
+        "parentCallId": call.call_id,
+        "childCallRequest": {"endpoint": {"type": "PHONE", "phoneNumber": "441134960000"},
+                             "from": call.script.to_number},
+        "propagationOptions": {"ringbackGeneration": {"enabled": True}}}
+    assert call.script.to_number == "442035550100"
+    assert posts[0].status == 201 and sim.invalid_requests == []  # the spec accepted it
+    assert rec["called_number"] == "442035550100"
     assert rec["profile"] == "support" and rec["transfer_pending"] == "1"
+    assert rec["transfer_number"] == "441134960000"
     assert len(phone_dialog()) == 1
     assert not hangups(sim, call.call_id)  # transferred, not hung up by us
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
@@ -16,6 +17,8 @@ from shared.infobip_calls import (
 from shared.infobip_events import CallsEvent, EventType, format_infobip_time, parse_infobip_time
 from shared.infobip_media import (
     CLEAR_MESSAGE,
+    MAX_CUSTOM_KEYS,
+    MAX_KEY_NAMES,
     Connected,
     Dtmf,
     MediaProtocolError,
@@ -119,8 +122,40 @@ def test_error_body_round_trip_and_garbage() -> None:
 def test_media_connected_flattens_custom_data() -> None:
     text = build_connected(16000, {"cbToken": "tok", "cbCallId": "c-1"})
     msg = parse_control(text)
-    assert msg == Connected("audio/l16;rate=16000", 16000, {"cbToken": "tok", "cbCallId": "c-1"})
+    assert isinstance(msg, Connected)
+    assert (msg.content_type, msg.sample_rate) == ("audio/l16;rate=16000", 16000)
+    assert (msg.custom("cbToken"), msg.custom("cbCallId")) == ("tok", "c-1")
+    assert msg.location("cbToken") == "top" and msg.location("cbProfile") == "missing"
     assert frame_bytes(16000) == 640 and frame_bytes(24000) == 960
+
+
+def test_media_connected_reads_nested_custom_data_in_any_case() -> None:
+    """Whether Infobip flattens customData or nests it is not published: both are read,
+    key names without regard to case, and a top-level key wins over a nested one."""
+    msg = parse_control('{"event":"websocket:connected","content-type":"audio/l16;rate=8000",'
+                        '"customData":{"CBTOKEN":"tok","cbcallid":"c-1","n":{"deep":1}},'
+                        '"cbCallId":"top-wins"}')
+    assert isinstance(msg, Connected)
+    assert msg.custom("cbToken") == "tok" and msg.location("cbToken") == "customData"
+    assert msg.custom("cbCallId") == "top-wins" and msg.location("cbCallId") == "top"
+    assert msg.custom("n") == ""  # nested objects are not values
+    assert msg.describe_keys() == "event, content-type, cbCallId, customData{CBTOKEN, cbcallid, n}"
+    # a nested customData that is not an object is ignored, not an error
+    odd = parse_control('{"event":"websocket:connected","content-type":"audio/l16;rate=8000",'
+                        '"customData":"cbToken=tok"}')
+    assert isinstance(odd, Connected) and odd.custom("cbToken") == ""
+    assert odd.nested_key_names is None
+
+
+def test_media_connected_bounds_what_a_peer_can_make_it_hold() -> None:
+    many = {f"k{i}": "v" for i in range(500)}
+    msg = parse_control(orjson.dumps({"event": "websocket:connected",
+                                      "content-type": "audio/l16;rate=8000",
+                                      "customData": many, **many}).decode())
+    assert isinstance(msg, Connected)
+    assert len(msg.custom_data) <= MAX_CUSTOM_KEYS
+    assert len(msg.key_names) <= MAX_KEY_NAMES
+    assert msg.nested_key_names is not None and len(msg.nested_key_names) <= MAX_KEY_NAMES
 
 
 def test_media_control_messages() -> None:
@@ -138,6 +173,17 @@ def test_dialog_events_are_about_the_parent_call() -> None:
     event = CallsEvent.model_validate({
         "type": "DIALOG_ESTABLISHED", "dialogId": "d-1",
         "properties": {"dialog": {"id": "d-1", "state": "ESTABLISHED",
+                                  "parentCall": {"id": "caller-1"},
+                                  "childCall": {"id": "media-1"}}}})
+    assert event.subject_call_id() == "caller-1"
+
+
+def test_dialog_event_naming_the_child_in_its_envelope_is_still_about_the_caller() -> None:
+    """One rule for every reader (ingress stream field, orchestrator): the dialog's parent
+    wins over an envelope callId, which for a dialog event may name the child leg."""
+    event = CallsEvent.model_validate({
+        "type": "DIALOG_FINISHED", "dialogId": "d-1", "callId": "media-1",
+        "properties": {"dialog": {"id": "d-1", "state": "FINISHED",
                                   "parentCall": {"id": "caller-1"},
                                   "childCall": {"id": "media-1"}}}})
     assert event.subject_call_id() == "caller-1"

@@ -2,7 +2,7 @@
 
 The test plays the orchestrator (it reads CALL_RECEIVED from a tiny webhook receiver and
 creates the dialog itself) and the gateway (a tiny websockets server), so the simulator is
-tested alone. Source of every expectation: ../shared/reference/infobip-calls.md.
+tested alone. Source of every expectation: Infobip's Calls API reference (https://www.infobip.com/docs/api).
 """
 
 from __future__ import annotations
@@ -445,3 +445,158 @@ def test_cli_help_and_parsing(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parser.parse_args(["sim", "infobip", "--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+# --- media client modes that break one protocol assumption each ---------------------------
+# (docs/protocol-assumptions.md; `callbridge preflight --capture-call` reports them)
+
+async def test_nested_custom_data_mode_changes_connected_frame(
+        sim: InfobipSimulator, receiver: Receiver, gateway: FakeGateway,
+        http: aiohttp.ClientSession, caller_wav: Path) -> None:
+    """Through the whole simulated call (simulator -> SimCall -> MediaLeg): customData
+    arrives as one nested object, none of its keys at the top level."""
+    from simulators.infobip.media_leg import MediaLegOptions
+
+    sim.media_options = MediaLegOptions(custom_data="nested")
+    config_id = sim.add_media_stream_config(gateway.url, 16000)
+    call = await sim.place_call(CallScript(caller_wav=caller_wav, max_duration_s=30))
+    await receiver.next("CALL_RECEIVED")
+    await create_dialog(http, sim, call.call_id, config_id)
+    await wait_until(lambda: gateway.connected, 10, "websocket:connected")
+    assert gateway.connected == [{
+        "event": "websocket:connected", "content-type": "audio/l16;rate=16000",
+        "customData": {"cbToken": "tok", "cbCallId": call.call_id, "cbProfile": "default"}}]
+    await call.abort()
+
+
+def test_connected_message_layouts() -> None:
+    import orjson
+
+    from simulators.infobip.media_messages import connected_message
+
+    flat = orjson.loads(connected_message(8000, {"cbToken": "t", "event": "x"}))
+    assert flat == {"event": "websocket:connected", "content-type": "audio/l16;rate=8000",
+                    "cbToken": "t"}  # the protocol keys win over customData's
+    nested = orjson.loads(connected_message(8000, {"cbToken": "t"}, "nested"))
+    assert nested == {"event": "websocket:connected", "content-type": "audio/l16;rate=8000",
+                      "customData": {"cbToken": "t"}}
+    with pytest.raises(ValueError):
+        connected_message(8000, {}, "sideways")
+
+
+async def _ping_then_close(answer_pings: bool) -> tuple[BaseException | None, MediaLeg]:
+    """A gateway that pings once, then closes. The client handles frames in order, so an
+    answering client's pong is on the wire before its close frame: once the closing
+    handshake is over, the ping's waiter says for certain whether a pong came (no timing)."""
+    import asyncio
+
+    from websockets.asyncio.server import ServerConnection
+
+    from simulators.infobip.media_leg import MediaLegOptions
+
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()  # websocket:connected
+        waiter = asyncio.ensure_future(await ws.ping(b"preflight"))
+        await ws.close(1000, "done")
+        await ws.wait_closed()
+        outcome.set_result(waiter.exception() if waiter.done() else
+                           RuntimeError("pong waiter still pending"))
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        leg = MediaLeg(f"ws://127.0.0.1:{port}/media", 16000, {"cbToken": "t"},
+                       options=MediaLegOptions(answer_pings=answer_pings))
+        await leg.connect()
+        try:
+            result = await asyncio.wait_for(outcome, 10)
+            await leg.wait_closed(10)
+        finally:
+            await leg.aclose()
+    return result, leg
+
+
+async def test_no_pongs_mode_leaves_pings_unanswered() -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    error, leg = await _ping_then_close(answer_pings=True)
+    assert error is None and leg.pongs_withheld == 0  # default: the pong came back
+    error, leg = await _ping_then_close(answer_pings=False)
+    assert isinstance(error, ConnectionClosed)  # the ping died with the connection
+    assert leg.pongs_withheld == 1 and leg.close_code == 1000
+
+
+async def _frames_during_silence(suppress: bool) -> tuple[list[bytes], MediaLeg]:
+    """The caller says 200 ms, then is silent for at least 25 frame periods (counted on the
+    sender's own schedule), then hangs up; what did the gateway receive?"""
+    from websockets.asyncio.server import ServerConnection
+
+    from simulators.infobip.media_leg import MediaLegOptions
+
+    frames: list[bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                frames.append(msg)
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        leg = MediaLeg(f"ws://127.0.0.1:{port}/media", 16000, {"cbToken": "t"},
+                       caller_pcm=tone(200, 16000),
+                       options=MediaLegOptions(silence_suppression=suppress))
+        await leg.connect()
+        try:
+            assert await leg.wait_spoken(10)
+            await wait_until(lambda: leg.sent_frames + leg.suppressed_frames >= 10 + 25, 10,
+                             "25 frame periods of silence")
+        finally:
+            await leg.hangup()
+    return frames, leg
+
+
+async def test_silence_suppression_mode_sends_nothing_while_silent() -> None:
+    frames, leg = await _frames_during_silence(suppress=False)
+    assert sum(is_silent(f) for f in frames) >= 25 and leg.suppressed_frames == 0
+    frames, leg = await _frames_during_silence(suppress=True)
+    assert len(frames) == 10 and not any(is_silent(f) for f in frames)  # the speech only
+    assert leg.suppressed_frames >= 25 and leg.sent_frames == 10
+
+
+def test_cli_media_mode_flags() -> None:
+    import argparse
+
+    from services.stack import cli as stack_cli
+    from simulators import cli
+
+    parser = argparse.ArgumentParser(prog="callbridge")
+    sub = parser.add_subparsers(dest="command")
+    cli.register(sub)
+    stack_cli.register(sub)
+    args = parser.parse_args(["sim", "infobip"])
+    assert (args.media_custom_data, args.no_pongs, args.silence_suppression) == (
+        "flat", False, False)
+    args = parser.parse_args(["sim", "infobip", "--media-custom-data", "nested", "--no-pongs",
+                              "--silence-suppression"])
+    assert (args.media_custom_data, args.no_pongs, args.silence_suppression) == (
+        "nested", True, True)
+    args = parser.parse_args(["stack", "--media-custom-data", "nested", "--no-pongs"])
+    assert (args.media_custom_data, args.no_pongs, args.silence_suppression) == (
+        "nested", True, False)
+
+
+async def test_stack_simulator_settings_reach_the_media_client() -> None:
+    from services.stack.simulated import SimulatorSettings, start_simulators
+    from simulators.infobip.media_leg import MediaLegOptions
+
+    simulated = await start_simulators(
+        SimulatorSettings(media_custom_data="nested", media_answer_pings=False,
+                          media_silence_suppression=True),
+        "http://127.0.0.1:9/webhook", "ws://127.0.0.1:9/media", 16000)
+    try:
+        assert simulated.infobip.media_options == MediaLegOptions(
+            custom_data="nested", answer_pings=False, silence_suppression=True)
+    finally:
+        await simulated.stop()

@@ -1,4 +1,4 @@
-"""The OpenAI Realtime simulator speaks GA to the letter (../shared/reference/openai-realtime.md).
+"""The OpenAI Realtime simulator speaks GA to the letter (https://platform.openai.com/docs/api-reference/realtime).
 
 Driven with a plain `websockets` client, as the gateway will. No sleeps: every wait is on an
 event with a bounded timeout.

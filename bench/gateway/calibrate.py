@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +27,14 @@ import time
 from dataclasses import dataclass
 
 from shared import event_loop
+
+#: The benchmark's two cores: the process under test on one, the load on the other.
+GATEWAY_CORE, LOAD_CORE = "0", "1"
+
+
+def pin(core: str) -> list[str]:
+    """The command prefix that pins a child process to `core` (nothing without taskset)."""
+    return ["taskset", "-c", core] if shutil.which("taskset") else []
 
 SOCKETS = 150
 SENDS_PER_S = 15_000
@@ -113,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args[:1] == ["--send"] and len(args) == 2:
         print(json.dumps(_send(int(args[1])).__dict__))
     elif not args:
-        from bench.gateway.run import GATEWAY_CORE, LOAD_CORE, _pin
-
-        cost = measure(_pin(GATEWAY_CORE), _pin(LOAD_CORE))
+        cost = measure(pin(GATEWAY_CORE), pin(LOAD_CORE))
         print(json.dumps(cost.__dict__))
         print(cost.describe(), file=sys.stderr)
     else:

@@ -1,16 +1,16 @@
-"""The floor: the minimal Python relay of ../../shared/perf-notes.md ("Relaying audio"),
+"""The floor: the minimal Python relay of the gateway's reference measurement,
 run under the same load as the gateway to measure what this machine charges for the
 relaying alone.
 
     python -m bench.gateway --relay floor --levels 100,150 --seconds 10
 
-perf-notes measured this relay at 0.26 % of a core per call (100 calls) on the machine
-where issue 5's target (>= 250 calls per core) was set. Measured here under the same legs
-and simulator, the ratio gateway/floor says how far the gateway is from the cheapest
-Python relay, independent of the machine.
+The reference measurement put this relay at 0.26 % of a core per call (100 calls) on the
+machine where the gateway's target (>= 250 calls per core) was set. Measured here under
+the same legs and simulator, the ratio gateway/floor says how far the gateway is from the
+cheapest Python relay, independent of the machine.
 
-What it does, and nothing more (perf-notes' row "minimal Python relay, websockets both
-sides, orjson, no pacing"): accept Infobip's media WebSocket, read `websocket:connected`,
+What it does, and nothing more (the reference's row "minimal Python relay, websockets
+both sides, orjson, no pacing"): accept Infobip's media WebSocket, read `websocket:connected`,
 open one Realtime socket per call (GA: `Authorization: Bearer`, `?model=`; the simulator's
 defaults give server VAD and 24 kHz PCM, so no `session.update`), ask for a greeting, send
 each caller frame as `input_audio_buffer.append`, and write the model's audio deltas to the
@@ -36,8 +36,9 @@ from websockets.http11 import Request, Response
 
 from shared import event_loop
 from shared.infobip_media import frame_bytes
+from shared.realtime_events import MODEL_RATE
 
-FRAME = frame_bytes(24000)  # 20 ms at 24 kHz, the only rate the floor relays
+FRAME = frame_bytes(MODEL_RATE)  # 20 ms at the model's rate, the only one the floor relays
 _DELTA = b'"response.output_audio.delta"'
 _GREETING = orjson.dumps({"type": "response.create"})
 

@@ -1,7 +1,7 @@
 """Load generator: `calls` simulated Infobip media legs in one process (run by run.py).
 
 Each leg speaks the Infobip media protocol exactly as `simulators.infobip.MediaLeg` does
-(../shared/reference/infobip-calls.md, "Media stream WebSocket"): WebSocket handshake,
+(docs/protocol-assumptions.md, "Infobip media WebSocket"): WebSocket handshake,
 the `websocket:connected` text frame with the one-time token in its customData, then 20 ms
 binary frames of 16-bit PCM on an absolute schedule, silence when the caller says nothing;
 `{"action":"clear"}` is counted. But a leg here is an `asyncio.Protocol` around websockets'
@@ -43,6 +43,7 @@ from websockets.uri import parse_uri
 from shared import event_loop, redis_keys
 from shared.infobip_media import FRAME_MS, build_connected, frame_bytes, is_clear
 from shared.pcm import read_wav, resample
+from shared.ws_close_codes import NORMAL_CLOSURE
 from simulators import ASSETS_DIR
 from simulators.infobip.media_leg import LATE_GAP_MS
 
@@ -169,7 +170,7 @@ class LeanLeg(asyncio.Protocol):
 
     def close(self) -> None:
         if self.proto.state is State.OPEN:
-            self.proto.send_close(1000, "caller hangup")
+            self.proto.send_close(NORMAL_CLOSURE, "caller hangup")
             self._flush()
 
     def _flush(self) -> None:

@@ -4,9 +4,9 @@
     python -m bench.gateway --quick          # two small levels, ~1 minute
     python -m bench.gateway --levels 100,250 --seconds 20 --rate 24000 --json
     python -m bench.gateway.calibrate        # only the machine's cost of one frame send
-    python -m bench.gateway --relay floor --levels 100,150   # perf-notes' minimal relay
+    python -m bench.gateway --relay floor --levels 100,150   # the minimal Python relay
 
-Layout on a 2-core box (as /work/shared/perf-notes.md, "Relaying audio"): the gateway alone
+Layout on a 2-core box (as in the gateway's reference measurement): the gateway alone
 on core 0 (`taskset -c 0`); the OpenAI simulator (replies at 4x real time), a private
 redis-server and the load generators (simulated Infobip media legs, caller speech both
 ways) on core 1. Each level starts a fresh gateway and simulator. Everything listens on and
@@ -42,10 +42,11 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.gateway import calibrate
+from bench.gateway.calibrate import GATEWAY_CORE, LOAD_CORE, pin
+from shared.realtime_events import MODEL_RATE
 from shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-GATEWAY_CORE, LOAD_CORE = "0", "1"
 CALLS_PER_GENERATOR = 75
 TARGET_P99_S = 0.010
 LEVELS = (25, 50, 100, 150, 200, 250, 300)
@@ -69,10 +70,6 @@ class Level:
     gateway_late: int
     gen_lag_max_ms: float
     passed: bool
-
-
-def _pin(core: str) -> list[str]:
-    return ["taskset", "-c", core] if shutil.which("taskset") else []
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -169,7 +166,7 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
     py = sys.executable
     sim_port, gw_port = free_port(), free_port()
     quiet = {**os.environ, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
-    sim = subprocess.Popen([*_pin(LOAD_CORE), py, "-m", "services.cli", "sim", "openai",
+    sim = subprocess.Popen([*pin(LOAD_CORE), py, "-m", "services.cli", "sim", "openai",
                             "--port", str(sim_port), "--speed", "4", "--log-level", "WARNING"],
                            cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL)
     env = {**quiet, "REDIS_URL": redis_url, "OPENAI_API_KEY": "sk-sim",
@@ -180,7 +177,7 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
     profile = ["-m", "cProfile", "-o", f"{args.profile}.{calls}"] if args.profile else []
     relay = ["-m", "services.cli", "gateway"] if args.relay == "gateway" else \
         ["-m", "bench.gateway.floor_relay"]
-    gateway = subprocess.Popen([*_pin(GATEWAY_CORE), py, *profile, *relay], cwd=ROOT, env=env,
+    gateway = subprocess.Popen([*pin(GATEWAY_CORE), py, *profile, *relay], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL)
     generators: list[subprocess.Popen[bytes]] = []
     try:
@@ -192,7 +189,7 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
         for g in range(n_gen):
             share = calls // n_gen + (1 if g < calls % n_gen else 0)
             generators.append(subprocess.Popen(
-                [*_pin(LOAD_CORE), py, "-m", "bench.gateway.legs",
+                [*pin(LOAD_CORE), py, "-m", "bench.gateway.legs",
                  "--url", f"ws://127.0.0.1:{gw_port}/media", "--redis", redis_url,
                  "--calls", str(share), "--rate", str(args.rate), "--start-at", str(start_at),
                  "--ramp", str(args.ramp), "--warmup", str(args.warmup),
@@ -260,7 +257,7 @@ def _fmt_ms(value: float) -> str:
 def print_table(levels: list[Level], args: argparse.Namespace,
                 send_cost: calibrate.SendCost) -> None:
     what = "media gateway" if args.relay == "gateway" else \
-        "the floor (perf-notes' minimal relay, bench/gateway/floor_relay.py)"
+        "the floor (the minimal Python relay, bench/gateway/floor_relay.py)"
     print(f"\n{what}, {args.rate} Hz, {args.seconds:g} s measured per level; relay on "
           f"core {GATEWAY_CORE}, simulator + legs + Redis on core {LOAD_CORE}")
     print(f"machine: {send_cost.describe()}")
@@ -304,13 +301,13 @@ def main(argv: list[str] | None = None) -> int:
                              "lag and GC pauses by generation (a stall's usual suspects)")
     parser.add_argument("--relay", choices=("gateway", "floor"), default="gateway",
                         help="what relays the calls: the gateway as deployed (default) or "
-                             "the floor, perf-notes' minimal relay (floor_relay.py), for the "
+                             "the floor, the minimal Python relay (floor_relay.py), for the "
                              "machine's cost of relaying alone; the floor has no latency "
                              "histograms and does not pace, so only its CPU column compares")
     parser.add_argument("--profile", metavar="PATH",
                         help="run the gateway under cProfile, writing PATH.<calls>")
     args = parser.parse_args(argv)
-    if args.relay == "floor" and args.rate != 24000:
+    if args.relay == "floor" and args.rate != MODEL_RATE:
         parser.error("the floor relays 24 kHz only (it does not resample): drop --rate")
     if args.quick:
         args.seconds, args.ramp, args.warmup = 5.0, 2.0, 2.0
@@ -321,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("taskset") and hasattr(os, "sched_setaffinity"):
         # This runner and the redis-server it starts stay off the gateway's core.
         os.sched_setaffinity(0, {int(LOAD_CORE)})
-    send_cost = calibrate.measure(_pin(GATEWAY_CORE), _pin(LOAD_CORE))
+    send_cost = calibrate.measure(pin(GATEWAY_CORE), pin(LOAD_CORE))
     if not args.json:
         print(f"  machine: {send_cost.describe()}", file=sys.stderr)
     with RedisServer(extra_args=["--maxclients", "10000"]) as r:

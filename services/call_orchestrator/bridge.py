@@ -1,9 +1,10 @@
 """CALL_RECEIVED: put the caller in a dialog with a WEBSOCKET child leg to the media gateway.
 
-Body (common brief, "Dialog creation"; reference ../shared/reference/infobip-calls.md
-"REST"): parentCallId, childCallRequest {endpoint WEBSOCKET websocketEndpointConfigId,
-customData {cbToken, cbCallId, cbProfile}}, propagationOptions {childCallHangup: false} - so
-the caller survives the media leg dropping and we can hang up cleanly or transfer.
+Body (Infobip's Calls API reference, https://www.infobip.com/docs/api, "Create dialog";
+docs/protocol-assumptions.md for what is assumed beyond it): parentCallId,
+childCallRequest {endpoint WEBSOCKET websocketEndpointConfigId, customData {cbToken,
+cbCallId, cbProfile}}, propagationOptions {childCallHangup: false} - so the caller survives
+the media leg dropping and we can hang up cleanly or transfer.
 The media token is stored *before* the request: Infobip may connect to the gateway before
 our POST even returns.
 """
@@ -25,6 +26,7 @@ from shared.infobip_calls import (
     WebsocketEndpoint,
 )
 from shared.infobip_events import CallsEvent
+from shared.infobip_media import CALL_ID_KEY, PROFILE_KEY, TOKEN_KEY
 
 from . import call_record
 from .calls_api import DIALOGS_SCOPE
@@ -33,15 +35,19 @@ from .kill_points import kill_point
 from .metrics import DIALOG_LATENCY, UNBRIDGED
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.bridge")
+log = logging.getLogger(__name__)
 
 
 def build_media_dialog(call_id: str, config_id: str, token: str, profile: str) -> DialogRequest:
     return DialogRequest(
         parent_call_id=call_id,
         child_call_request=ChildCallRequest(
-            endpoint=WebsocketEndpoint(websocket_endpoint_config_id=config_id),
-            custom_data={"cbToken": token, "cbCallId": call_id, "cbProfile": profile},
+            # `identifier` is documented ("Optional identifier for websocket calls") but
+            # where Infobip shows it is not; the call id there costs nothing and may let
+            # an operator match a media connection to its call (preflight reports it).
+            endpoint=WebsocketEndpoint(websocket_endpoint_config_id=config_id,
+                                       identifier=call_id),
+            custom_data={TOKEN_KEY: token, CALL_ID_KEY: call_id, PROFILE_KEY: profile},
         ),
         propagation_options=PropagationOptions(child_call_hangup=False),
     )
@@ -106,6 +112,9 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         call_record.update(
             rt.redis, call_id, "dialog_requested", profile=profile.name,
             api_base_url=base, transfer_number=profile.transfer_number or "",
+            # `to` is the callee (spec: "Callee ID"); the endpoint of an inbound call is
+            # the caller, so it cannot tell us the number dialled.
+            called_number=(call.to if call else None) or "",
             received_at=received_at or now, dialog_requested_at=now),
         rt.api.gate_wait_s(DIALOGS_SCOPE))
     request = build_media_dialog(call_id, rt.settings.infobip_media_stream_config_id, token,

@@ -4,7 +4,9 @@ Fields (brief contract): state, dialog_id, profile, api_base_url, transfer_numbe
 received_at, dialog_requested_at, dialog_created_at, ended_at, end_reason (unix ms strings);
 added here: child_call_id (the WEBSOCKET leg, hung up to free the caller for a transfer),
 transfer_pending, transfer_dialog_id, established_at, dialog_established_at, state_rank,
-unbridged ("1": the call ended before a dialog could be created for it - a lost call).
+unbridged ("1": the call ended before a dialog could be created for it - a lost call),
+called_number (CALL_RECEIVED's `properties.call.to`, the number the caller dialled, as the
+platform wrote it: a transfer presents it as its caller ID, actions.py).
 
 Webhooks arrive duplicated and out of order, so the state only moves forward: each state has
 a rank and an update never lowers it (a late DIALOG_ESTABLISHED cannot revive an ended call).

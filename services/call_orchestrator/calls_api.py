@@ -1,6 +1,7 @@
 """aiohttp client for the Infobip Calls API: the few requests the orchestrator makes.
 
-Source for every wire fact: ../shared/reference/infobip-calls.md ("REST", "Errors"):
+Source for every wire fact: Infobip's Calls API reference (https://www.infobip.com/docs/api)
+("REST", "Errors"):
 `Authorization: App <key>`, POST /calls/1/dialogs -> 201 dialog, GET /calls/1/calls/{id}
 -> call (with `dialogId`), POST /calls/1/calls/{id}/hangup, error bodies
 {"requestError": {"serviceException": {messageId, text}}}.

@@ -1,4 +1,4 @@
-"""Detect crashed media gateways and free their callers (issue 9, scenario 6).
+"""Detect crashed media gateways and free their callers (fault suite scenario 6).
 
 A live gateway refreshes `gateway_heartbeat(id)` (EX 5) every second and lists its calls in
 `gateway_sessions(id)` (common brief, "Session record"). A gateway that was SIGKILLed stops

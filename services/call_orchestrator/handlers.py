@@ -36,17 +36,9 @@ def is_handled(event_type: str) -> bool:
     return event_type in HANDLED_TYPES
 
 
-def subject_call(event: CallsEvent) -> str | None:
-    """The caller's call an event concerns: dialog events name it as the dialog's parent."""
-    dialog = event.properties.dialog
-    if dialog is not None and dialog.parent_call is not None:
-        return dialog.parent_call.id
-    return event.subject_call_id()
-
-
 async def handle_event(rt: Runtime, event: CallsEvent, received_at: str, owner: str) -> str:
     kind = event.type
-    call_id = subject_call(event)
+    call_id = event.subject_call_id()
     if call_id:
         call_id_var.set(call_id)
     if not is_handled(kind) or not call_id:

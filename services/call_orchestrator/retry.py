@@ -3,7 +3,8 @@
 Full jitter (delay uniform in [0, min(cap, base * 2**attempt)]) spreads the retries of many
 jobs that failed together (a Calls API storm) instead of sending them back in lock-step.
 A `Retry-After` the platform gave is a floor, never shortened by the jitter: the reference
-(../shared/reference/infobip-calls.md, "Errors") says to back off exponentially on 429 and
+(Infobip's Calls API reference (https://www.infobip.com/docs/api), "Errors") says to back off
+exponentially on 429 and
 honour Retry-After when present. A small margin absorbs clock and timer granularity.
 """
 

@@ -16,13 +16,14 @@ from typing import Any
 from arq.connections import ArqRedis
 
 from shared import redis_keys
-from shared.profiles import ProfileBook
+from shared.profiles import ProfileBook, load_profiles
 
 from .calls_api import CallsApi
 from .config import OrchestratorSettings
 from .idempotency import Claim
 from .lease import ProcessLease
 from .retry import RetryPolicy
+from .throttle import ThrottleGate
 
 log = logging.getLogger("callbridge.orchestrator")
 
@@ -55,3 +56,14 @@ class Runtime:
         job = await self.redis.enqueue_job(function, *args, _job_id=job_id,
                                            _queue_name=redis_keys.JOB_QUEUE)
         return job is not None
+
+
+async def build_runtime(settings: OrchestratorSettings, redis: ArqRedis) -> Runtime:
+    """What every orchestrator job needs, from the settings (the service and arq's
+    stand-alone `WorkerSettings` both start with this)."""
+    api = CallsApi(settings.infobip_api_key.get_secret_value(), settings.infobip_base_url,
+                   settings.infobip_request_timeout_s, ThrottleGate(redis),
+                   settings.orchestrator_throttle_max_wait_s, settings.infobip_api_hosts)
+    policy = RetryPolicy(settings.orchestrator_retry_base_s, settings.orchestrator_retry_cap_s,
+                         settings.orchestrator_retry_max_attempts)
+    return Runtime(settings, redis, api, load_profiles(settings.agent_profiles_file), policy)

@@ -20,18 +20,14 @@ from aiohttp import web
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from shared.jobs import ARQ_SERIALIZERS
-from shared.profiles import load_profiles
 
-from .calls_api import CallsApi
 from .config import OrchestratorSettings
 from .consumer import StreamConsumer, default_consumer_name
 from .gateway_watch import GatewayWatch
 from .kill_points import warn_if_armed
 from .lease import ProcessLease
 from .metrics import bound_port, gauge_loop, start_health_server
-from .retry import RetryPolicy
-from .runtime import Runtime
-from .throttle import ThrottleGate
+from .runtime import Runtime, build_runtime
 from .worker import OrchestratorWorker, build_worker
 
 log = logging.getLogger("callbridge.orchestrator")
@@ -41,15 +37,6 @@ async def connect_redis(url: str) -> ArqRedis:
     settings = RedisSettings.from_dsn(url)
     settings.conn_retries = 2
     return await create_pool(settings, **ARQ_SERIALIZERS)
-
-
-async def build_runtime(settings: OrchestratorSettings, redis: ArqRedis) -> Runtime:
-    api = CallsApi(settings.infobip_api_key.get_secret_value(), settings.infobip_base_url,
-                   settings.infobip_request_timeout_s, ThrottleGate(redis),
-                   settings.orchestrator_throttle_max_wait_s, settings.infobip_api_hosts)
-    policy = RetryPolicy(settings.orchestrator_retry_base_s, settings.orchestrator_retry_cap_s,
-                         settings.orchestrator_retry_max_attempts)
-    return Runtime(settings, redis, api, load_profiles(settings.agent_profiles_file), policy)
 
 
 class Orchestrator:

@@ -1,8 +1,8 @@
 """A shared "not before" gate per Calls API scope, set from the platform's Retry-After.
 
 Why shared: the Calls API throttles per account (20 dialog requests/s, reference
-../shared/reference/infobip-calls.md "REST"), so a 429 with Retry-After on POST
-/calls/1/dialogs means *nobody* on this account should create a dialog before then, not only
+Infobip's Calls API reference (https://www.infobip.com/docs/api) "REST"), so a 429 with Retry-After
+on POST /calls/1/dialogs means *nobody* on this account should create a dialog before then, not only
 the job that got it. The gate lives in Redis (`redis_keys.api_throttle`) so every
 orchestrator process obeys it; a process-local copy avoids a Redis round trip while a gate
 this process already knows about is closed. An open gate costs one GET per request.

@@ -1,6 +1,6 @@
 """The arq worker of an orchestrator process, and how a fresh job skips the queue poll.
 
-Latency (issue 4: webhook -> dialog request p50 <= 10 ms, p99 <= 50 ms): arq's worker
+Latency (webhook -> dialog request p50 <= 10 ms, p99 <= 50 ms): arq's worker
 finds work by polling the queue sorted set every `poll_delay` (0.5 s), which alone puts
 p50 near 250 ms; polling every few ms would hammer Redis from every process. Options read
 in arq 0.28's worker.py: (a) cut the poll sleep short via an event - needs a copy of arq's
@@ -42,7 +42,7 @@ from shared.jobs import (
 from . import jobs
 from .config import OrchestratorSettings
 from .metrics import LOCAL_STARTS
-from .runtime import Runtime
+from .runtime import Runtime, build_runtime
 from .submit import DUPLICATE, TAKEN, submit
 
 
@@ -143,8 +143,6 @@ class WorkerSettings:
 
     @staticmethod
     async def on_startup(ctx: dict[str, Any]) -> None:
-        from .service import build_runtime
-
         ctx["rt"] = await build_runtime(OrchestratorSettings(), ctx["redis"])
 
     @staticmethod

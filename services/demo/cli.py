@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from shared.infobip_media import INFOBIP_RATES
+
 HELP = """\
 Run the whole system on this machine and place simulated calls through it.
 
@@ -41,7 +43,7 @@ def register(sub: Any) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"),
                         help="where WAVs, transcripts and logs go (default ./demo-out)")
     parser.add_argument("--sample-rate", type=int, default=16000,
-                        choices=(8000, 16000, 24000, 32000),
+                        choices=INFOBIP_RATES,
                         help="media-stream config rate Infobip streams at (default 16000)")
     parser.add_argument("--lb", action="store_true", help="route through HAProxy")
     parser.add_argument("--replicas", type=int, default=1, help="processes of each service")
@@ -64,10 +66,12 @@ def main(args: argparse.Namespace) -> int:
 
     import orjson
 
+    from services.cli import require_simulators
     from services.demo.report import render_text
     from services.demo.runner import DemoOptions, run_demo
     from shared.logging_setup import setup_logging
 
+    require_simulators("demo")  # before anything starts (absent in the production image)
     setup_logging("demo", "WARNING", "text")
     if args.calls < 1:
         raise SystemExit("callbridge demo: --calls must be at least 1")

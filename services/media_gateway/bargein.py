@@ -1,10 +1,13 @@
 """Barge-in: the caller speaks over the agent, and the agent stops where the caller stopped
 hearing it.
 
-Reference: ../shared/reference/openai-realtime.md, "Barge-in done right". The model
-generates audio faster than real time, so on `input_audio_buffer.speech_started`:
-1. stop playback at Infobip (`{"action":"clear"}`: ../shared/reference/infobip-calls.md,
-   "Media stream WebSocket") and drop our own queued frames;
+References: OpenAI's Realtime conversations guide on interrupting and truncating a response
+(https://platform.openai.com/docs/guides/realtime-conversations) and the
+`conversation.item.truncate` client event
+(https://platform.openai.com/docs/api-reference/realtime-client-events/conversation/item/truncate).
+The model generates audio faster than real time, so on `input_audio_buffer.speech_started`:
+1. stop playback at Infobip (`{"action":"clear"}`, docs/protocol-assumptions.md) and drop
+   our own queued frames (`CallerOutput.clear`);
 2. truncate the assistant item at what was actually heard,
    `min(ms sent of that item - what the receiver may still hold (<= allowance), ms generated)`,
    skipped when nothing was heard or playback had already finished (`truncate_point`);
@@ -21,16 +24,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from services.media_gateway import metrics
+from services.media_gateway.caller_output import CallerOutput
 from services.media_gateway.model_link import ModelLink
-from services.media_gateway.pacer import Sender
 from shared import realtime_events as rt
-from shared.audio.playout import AgentItem, Playout, truncate_point
-from shared.audio.resampler import StreamResampler
-from shared.infobip_media import CLEAR_MESSAGE
+from shared.audio.playout import AgentItem, truncate_point
 
 log = logging.getLogger(__name__)
 
-CLEAR = CLEAR_MESSAGE.encode()
 _ITEMS_KEPT = 16
 _CANCELLED_KEPT = 16
 
@@ -45,12 +45,11 @@ class Outcome:
 class BargeIn:
     """Per-call agent-item ledger plus the barge-in procedure."""
 
-    def __init__(self, playout: Playout, sender: Sender, link: ModelLink,
-                 resampler: StreamResampler, allowance_ms: int, enabled: bool = True) -> None:
-        self.playout = playout
-        self.sender = sender
+    def __init__(self, output: CallerOutput, link: ModelLink, allowance_ms: int,
+                 enabled: bool = True) -> None:
+        self.output = output
+        self.playout = output.playout
         self.link = link
-        self.resampler = resampler
         self.allowance_ms = allowance_ms
         self.enabled = enabled
         self.items: OrderedDict[str, AgentItem] = OrderedDict()
@@ -97,9 +96,7 @@ class BargeIn:
             if entry is not None:
                 self.cancel(entry.response_id)
         # Stop the receiver first, then forget what we had queued for it.
-        self.sender.send_text(CLEAR)
-        p.clear()
-        self.resampler.reset()
+        self.output.clear(now)
         self.barge_ins += 1
         metrics.BARGE_INS.inc()
         if target is not None and audio_end is not None:

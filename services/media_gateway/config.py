@@ -30,7 +30,10 @@ class GatewaySettings(CommonSettings, OpenAISettings):
         "dropped")
     agent_profiles_file: str | None = Field(None, description="TOML profiles; unset = default")
 
-    idle_timeout_s: float = Field(10.0, gt=0, description="no caller audio this long = dead peer")
+    idle_timeout_s: float = Field(
+        10.0, ge=0, description="no caller audio this long = dead peer (assumes Infobip "
+        "streams silence too); 0: no such check, if it suppresses silence "
+        "(docs/protocol-assumptions.md)")
     max_call_duration_s: float = Field(3600.0, gt=0)
     drain_timeout_s: float = Field(300.0, ge=0, description="SIGTERM: how long live calls may run")
     model_reconnect_timeout_s: float = Field(
@@ -48,8 +51,12 @@ class GatewaySettings(CommonSettings, OpenAISettings):
 
     max_message_bytes: int = Field(65536, ge=1024, description="Infobip side; larger -> 1009")
     model_max_message_bytes: int = Field(16 * 1024 * 1024, ge=65536)
-    keepalive_interval_s: float = Field(10.0, gt=0, description="ping the Infobip socket")
-    keepalive_timeout_s: float = Field(10.0, gt=0, description="no pong -> socket is dead")
+    keepalive_interval_s: float = Field(
+        10.0, ge=0, description="ping the Infobip socket this often once a call is admitted; "
+        "0: no pings (if the peer does not answer them; docs/protocol-assumptions.md)")
+    keepalive_timeout_s: float = Field(
+        10.0, gt=0, description="no pong within this -> the peer is gone: close 1011, "
+        "end reason keepalive_timeout")
     connect_timeout_s: float = Field(
         3.0, gt=0, description="admission deadline: TCP accept -> websocket:connected "
         "received (handshake included); the token check after it has its own 2 s bound")

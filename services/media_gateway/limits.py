@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.media_gateway import metrics
+from shared.infobip_media import bytes_per_ms
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class CallerMeter:
 
     def __init__(self, sample_rate: int, burst_ms: float, flood_ratio: float,
                  flood_window_s: float, now: float) -> None:
-        bps = sample_rate * 2.0  # 16-bit mono
+        bps = bytes_per_ms(sample_rate) * 1000.0
         self.bytes_per_s = bps
         self.soft_cap = self.soft_level = bps * burst_ms / 1000.0
         self.flood_ratio = flood_ratio

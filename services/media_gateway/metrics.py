@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from shared import realtime_events as rt
+
 _NS = "callbridge_gateway"
 # Relay latency is sub-millisecond when healthy; the interesting tail is 1-50 ms.
 _LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
@@ -86,9 +88,8 @@ class Limited(StrEnum):
 #: Realtime error codes the gateway expects to see (OpenAI Realtime API reference, "error"
 #: server event: https://platform.openai.com/docs/api-reference/realtime-server-events/error);
 #: any other code is counted as "other" so a model cannot mint label values either.
-MODEL_ERROR_CODES = frozenset({
-    "response_cancel_not_active", "conversation_already_has_active_response",
-    "input_audio_buffer_commit_empty", "session_expired", "invalid_value",
+MODEL_ERROR_CODES = rt.BENIGN_ERRORS | frozenset({
+    rt.SESSION_EXPIRED, "invalid_value",
     "invalid_request_error", "server_error", "rate_limit_exceeded", "missing_required_parameter",
     "unknown_parameter", "invalid_type", "item_truncate_invalid_item_id",
     "beta_api_shape_disabled", "decimal_below_min_value", "decimal_above_max_value",

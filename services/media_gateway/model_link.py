@@ -1,6 +1,7 @@
 """The OpenAI Realtime socket of one call: connect, configure, buffer, reconnect, re-seed.
 
-Protocol: ../shared/reference/openai-realtime.md. GA only: `Authorization: Bearer` and no
+Protocol: https://platform.openai.com/docs/guides/realtime-websocket and the API reference,
+https://platform.openai.com/docs/api-reference/realtime. GA only: `Authorization: Bearer` and no
 `OpenAI-Beta` header; `session.update` with `type: realtime` built by
 `shared.realtime_events.session_config`; `event_id` on client events. A session ends at 60
 minutes with `error` code `session_expired` and close 1001, and a socket can drop without a
@@ -21,7 +22,8 @@ Its `instructions` are the profile's followed by the greeting/resume directive, 
 realtime/response_create_event.py); a directive alone would speak without the persona.
 
 Caller audio that arrives while no socket is ready (opening, reconnecting) is buffered, not
-dropped (../shared/perf-notes.md), up to `pending_audio_ms`; oldest first out.
+dropped (README "Architecture", "Audio path"), up to `pending_audio_ms`; oldest first out.
+Close codes: docs/protocol-assumptions.md, "OpenAI Realtime" / "Close codes".
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from services.media_gateway import metrics
 from services.media_gateway.config import GatewaySettings
 from services.media_gateway.ws_fastpath import write_frame
 from shared import realtime_events as rt
+from shared import ws_close_codes as close
 from shared.profiles import AgentProfile
 
 log = logging.getLogger(__name__)
@@ -52,14 +55,16 @@ log = logging.getLogger(__name__)
 #: abnormal closure (a drop without a close frame), internal error, service restart, try
 #: again later, TLS failure. Every other code is fatal: 3000 (bad key) and 4000 (beta
 #: header, bad model) say so explicitly; 1000/1008/... mean the server ended us on purpose.
-RETRYABLE_CLOSE_CODES = frozenset({1001, 1005, 1006, 1011, 1012, 1013, 1015})
+RETRYABLE_CLOSE_CODES = frozenset({
+    close.GOING_AWAY, close.NO_STATUS_RCVD, close.ABNORMAL_CLOSURE, close.INTERNAL_ERROR,
+    close.SERVICE_RESTART, close.TRY_AGAIN_LATER, close.TLS_HANDSHAKE})
 #: A socket lost without a close frame reports no code: the same as 1006.
-ABNORMAL_CLOSURE = 1006
+ABNORMAL_CLOSURE = close.ABNORMAL_CLOSURE
 _BACKOFF_S = (0.0, 0.2, 0.4, 0.8, 1.6, 2.0)
-_APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
+_APPEND_HEAD = b'{"type":"' + rt.INPUT_AUDIO_APPEND.encode() + b'","audio":"'
 _APPEND_TAIL = b'"}'
 _MODEL_WRITE_LIMIT = 1024 * 1024
-_PENDING_CHUNK = 24000 * 2 // 2  # flush buffered audio in 500 ms appends
+_PENDING_CHUNK = rt.MODEL_BYTES_PER_MS * 500  # flush buffered audio in 500 ms appends
 _RESEED_LINES = 30
 RESUME_INSTRUCTIONS = (
     "The phone line to you dropped for a moment and is back; the caller heard a hold tone. "
@@ -68,8 +73,8 @@ RESUME_INSTRUCTIONS = (
 )
 
 EventHandler = Callable[[bytes, float], None]
-SESSION_UPDATED = "session.updated"
-ACTIVE_RESPONSE_ERROR = "conversation_already_has_active_response"
+SESSION_UPDATED = rt.SESSION_UPDATED
+ACTIVE_RESPONSE_ERROR = rt.ACTIVE_RESPONSE_ERROR
 _HELD_CONTROL_MAX = 32  # control events kept while a socket awaits session.updated
 _REMEMBERED_CREATES = 8  # response.create events kept for a retry after an active-response error
 
@@ -136,7 +141,7 @@ class ModelLink:
         #: control events sent while the socket awaits session.updated
         self._held_control: list[dict[str, Any]] = []
         self._pending = bytearray()
-        self._pending_cap = settings.pending_audio_ms * 48  # 24 kHz, 16-bit
+        self._pending_cap = settings.pending_audio_ms * rt.MODEL_BYTES_PER_MS
 
     @property
     def url(self) -> str:
@@ -169,7 +174,7 @@ class ModelLink:
         if not self.ready or ws is None:
             log.info("model not ready: dropped %s", event.get("type"))
             return False
-        if event.get("type") == "response.create":
+        if event.get("type") == rt.RESPONSE_CREATE:
             self._remember_create(event)
         return write_frame(ws, orjson.dumps(event), text=True, limit=_MODEL_WRITE_LIMIT)
 
@@ -239,7 +244,7 @@ class ModelLink:
             del self._pending[:len(chunk)]
         held, self._held_control = self._held_control, []
         for control in held:
-            if control.get("type") == "response.create":
+            if control.get("type") == rt.RESPONSE_CREATE:
                 self._remember_create(control)
             await ws.send(rt.dumps(control))
         self.ready = True

@@ -2,8 +2,9 @@
 
 One `PacerHub` task per process wakes every 5 ms and serves the calls whose next frame is
 due, instead of one sleeping task per call: at hundreds of calls that is the difference
-between hundreds of timer wake-ups per tick and one (../shared/perf-notes.md, "Relaying
-audio": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of delay).
+between hundreds of timer wake-ups per tick and one (measured with bench/gateway, README
+"Benchmarks": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of
+delay).
 The pacing rule itself is the pure `shared.audio.playout.Playout`: one fixed 20 ms grid per
 call from its first frame, which a burst of agent audio joins at its next slot (`Sender.kick`,
 from the task that received the model's audio, sends at once only when a slot is already

@@ -1,230 +1,216 @@
-"""The hot path: caller audio -> model, model events -> caller playout.
+"""The hot path of one call: caller audio -> model, model events -> caller output.
 
-One task per direction per call (../shared/perf-notes.md, "Relaying audio"): the caller pump
-below, and the model reader in `ModelLink.run`, which calls `on_model_event` for each raw
-server event. Model events are routed on `shared.realtime_events.peek_type` without a full
-parse; audio deltas are read with orjson (three fields) and never validated with pydantic;
-control events (errors, speech_started, response lifecycle, tool calls) get pydantic models.
-Nothing here awaits except the caller socket's `recv`: caller audio is handled as each frame
-is parsed (`ws_fastpath.MediaConnection`) and sends are synchronous frame writes.
+One task per direction per call (README "Architecture", "Audio path"): `Relay.pump`, and
+the model reader `ModelLink.run`, which calls `Relay.on_model_event` for each raw event.
+Model events are routed on `rt.peek_type` without a full parse; audio deltas are read with
+orjson (three fields), only control events get pydantic models. Nothing here awaits but the
+caller socket's `recv`: caller audio is handled as each frame is parsed
+(`ws_fastpath.MediaConnection`) and sends are synchronous frame writes.
+
+The relay does not know the session. It works on the call's parts (caller output, model
+link, barge-in, response turns, record), and what only the session can do (run the tools
+of a finished response) is the one-method `RelayHost` protocol, held weakly: the session
+owns the relay, and an ended call must be freed by reference counting alone, without a
+cycle (tests/test_gateway_regressions.py).
 
 Malformed input never ends a session: an odd-length or empty audio frame, non-JSON text, an
 unknown control message or a model event missing fields is counted or logged and skipped.
 Caller audio is metered before it gets here (`ws_fastpath.MediaConnection` with the call's
-`limits.CallerMeter`): what reaches `caller_audio_handler` is at most real time + burst.
-
-DTMF is the one caller input that becomes *text* in the model's conversation, so it is
-the prompt-injection door: only a single keypad key (`shared.infobip_media.DTMF_DIGITS`)
-ever reaches the model, through a fixed sentence, at most DTMF_MAX_PER_S a second per
-call; anything else is dropped and counted (`callbridge_gateway_caller_limited_total`).
+`limits.CallerMeter`): what reaches the audio handler is at most real time + burst.
+Text frames (DTMF above all: the prompt-injection door) are `caller_control.py`'s.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import logging
+import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import orjson
 
 from services.media_gateway import metrics
-from services.media_gateway.limits import ACCEPT
-from services.media_gateway.metrics import Limited
+from services.media_gateway.bargein import BargeIn
+from services.media_gateway.caller_control import CallerControl
+from services.media_gateway.caller_output import CallerOutput
+from services.media_gateway.config import GatewaySettings
+from services.media_gateway.limits import ACCEPT, CallerMeter
+from services.media_gateway.model_link import ModelLink
+from services.media_gateway.state import CallRecord
+from services.media_gateway.turns import ResponseTurns
+from services.media_gateway.wire_watch import WireWatch
 from services.media_gateway.ws_fastpath import MediaConnection
 from shared import realtime_events as rt
-from shared.infobip_media import (
-    Dtmf,
-    InvalidDtmf,
-    MediaProtocolError,
-    UnknownControl,
-    parse_control,
-)
-
-if TYPE_CHECKING:
-    from services.media_gateway.session import MediaSession
+from shared.audio.resampler import StreamResampler
 
 log = logging.getLogger(__name__)
 
-#: Reference "Events a bridge needs": the end of one item's audio.
-AUDIO_DONE = "response.output_audio.done"
-#: Malformed or unknown control messages logged per call; past that they are only counted
-#: (a peer must not be able to fill the logs).
-CONTROL_LOG_LIMIT = 5
-#: Errors a bridge expects in normal operation (reference: "Error event").
-BENIGN_ERRORS = frozenset({"response_cancel_not_active",
-                           "conversation_already_has_active_response",
-                           "input_audio_buffer_commit_empty"})
+
+class RelayHost(Protocol):
+    """What the relay needs from its call (implemented by `session.MediaSession`)."""
+
+    def on_response_done(self, response_id: str | None, status: str) -> None: ...
 
 
-async def caller_pump(session: MediaSession) -> None:
-    """Serve the Infobip socket until it closes (raises ConnectionClosed at the end).
+class Relay:
+    """One call's two directions, and the caller-input state they keep (counters, meter,
+    the caller -> model resampler, the text frames' handler)."""
 
-    Audio frames are handled as they are parsed (`MediaConnection`); this loop reads what
-    is left: control messages, fragmented frames, and the close."""
-    conn = session.conn
-    on_audio = caller_audio_handler(session)
-    meter = session.meter
-    direct = conn if isinstance(conn, MediaConnection) else None
-    if direct is not None:
-        direct.set_binary_handler(on_audio, meter)
-    try:
-        while True:  # ends with ConnectionClosed when Infobip (or we) close the socket
-            msg = await conn.recv()
-            if isinstance(msg, bytes):  # a fragmented message (or not our connection class)
-                if meter is None or meter.charge_audio(len(msg), session.loop.time()) \
-                        == ACCEPT:
-                    on_audio(msg)
-            else:
-                on_caller_control(session, msg)
-    finally:
-        if direct is not None:
-            direct.clear_binary_handler()  # the handler refers to the session: no cycle left
+    def __init__(self, host: RelayHost, conn: MediaConnection, link: ModelLink,
+                 output: CallerOutput, barge: BargeIn, turns: ResponseTurns,
+                 record: CallRecord, wire: WireWatch, settings: GatewaySettings,
+                 rate: int) -> None:
+        self._host: RelayHost = weakref.proxy(host)
+        self.conn = conn
+        self.link = link
+        self.output = output
+        self.barge = barge
+        self.turns = turns
+        self.record = record
+        self.wire = wire
+        self.loop = loop = asyncio.get_running_loop()
+        now = loop.time()
+        s = settings
+        self.meter = CallerMeter(rate, s.caller_audio_burst_ms, s.caller_flood_ratio,
+                                 s.caller_flood_window_s, now)
+        self.control = CallerControl(link, turns, record, wire, s.dtmf_max_per_s, now)
+        self.resampler = StreamResampler(rate, rt.MODEL_RATE, s.resample_quality)
+        self.sample_every = s.latency_sample_every
+        self.frames_in = 0
+        self.malformed_frames = 0  # audio frames of an odd or too small length
+        self.last_audio_in = now
+        #: False once the gateway's own ending notice owns the caller's output
+        self.model_audio = True
 
+    def close(self) -> None:
+        """Free the caller -> model resampler's native buffers now (end of call)."""
+        self.resampler.close()
 
-def caller_audio_handler(session: MediaSession) -> Callable[[bytes], None]:
-    """The per-frame work for caller audio: resample, forward to the model, sample the
-    added latency. Never raises on bad input (counted as malformed)."""
-    link = session.link
-    resample = session.resample_in.process
-    loop_time = session.loop.time
-    observe = metrics.RELAY_LATENCY.labels("to_model").observe
-    every = session.settings.latency_sample_every
-    n = 0
+    @property
+    def frames_dropped(self) -> int:
+        """Caller frames dropped above real time + burst (counted by the meter)."""
+        return self.meter.dropped
 
-    def on_audio(msg: bytes) -> None:
-        nonlocal n
-        t0 = loop_time()
-        session.frames_in += 1
-        session.last_audio_in = t0
-        if len(msg) < 2:
-            session.malformed_frames += 1
+    # Caller -> model -----------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Serve the Infobip socket until it closes (raises ConnectionClosed at the end).
+
+        Audio frames are handled as they are parsed (`MediaConnection`); this loop reads
+        what is left: control messages, fragmented frames, and the close."""
+        conn = self.conn
+        on_audio = self.audio_handler()
+        meter = self.meter
+        conn.set_binary_handler(on_audio, meter)
+        try:
+            while True:  # ends with ConnectionClosed when Infobip (or we) close the socket
+                msg = await conn.recv()
+                if isinstance(msg, bytes):  # a fragmented message
+                    if meter.charge_audio(len(msg), self.loop.time()) == ACCEPT:
+                        on_audio(msg)
+                else:
+                    self.control.on_text(msg, self.loop.time())
+        finally:
+            conn.clear_binary_handler()  # the handler refers to the relay: no cycle left
+
+    def audio_handler(self) -> Callable[[bytes], None]:
+        """The per-frame work for caller audio: resample, forward to the model, sample the
+        added latency. Never raises on bad input (counted as malformed)."""
+        send_audio = self.link.send_audio
+        resample = self.resampler.process
+        loop_time = self.loop.time
+        observe = metrics.RELAY_LATENCY.labels("to_model").observe
+        every = self.sample_every
+        on_frame = self.wire.on_frame
+        n = 0
+
+        def on_audio(msg: bytes) -> None:
+            nonlocal n
+            t0 = loop_time()
+            self.frames_in += 1
+            self.last_audio_in = t0
+            on_frame(len(msg), t0)
+            if len(msg) < 2:
+                self.malformed_frames += 1
+                return
+            if len(msg) & 1:
+                self.malformed_frames += 1
+            pcm24 = resample(msg)
+            if pcm24 and send_audio(pcm24):
+                n += 1
+                if n % every == 0:
+                    observe(loop_time() - t0)
+
+        return on_audio
+
+    # Model -> caller -----------------------------------------------------------------------
+
+    def on_model_event(self, raw: bytes, received_at: float) -> None:
+        """Route one server event. Never raises: a bad event is logged and skipped."""
+        kind = rt.peek_type(raw)
+        try:
+            if kind == rt.AUDIO_DELTA:
+                self._on_audio_delta(raw, received_at)
+            elif kind == rt.SPEECH_STARTED:
+                barge = self.barge
+                if barge.on_speech_started(received_at, self.turns.active).cleared:
+                    self.record.update(barge_ins=barge.barge_ins, truncates=barge.truncates)
+            elif kind == rt.AUDIO_DONE:
+                ev = orjson.loads(raw)
+                self._on_audio_done(str(ev.get("item_id") or ""), str(ev.get("response_id")))
+            elif kind == rt.RESPONSE_CREATED:
+                created = rt.ResponseCreated.model_validate_json(raw)
+                self.turns.on_created(created.response.id or "?")
+            elif kind == rt.RESPONSE_DONE:
+                done = rt.ResponseDone.model_validate_json(raw)
+                self._host.on_response_done(done.response.id, done.response.status or "")
+            elif kind == rt.FUNCTION_CALL_DONE:
+                self.turns.on_function_call(rt.FunctionCallDone.model_validate_json(raw))
+            elif kind == rt.TRANSCRIPT_DONE:
+                line = rt.TranscriptDone.model_validate_json(raw)
+                if line.transcript and not self.barge.is_cancelled(line.response_id):
+                    self.record.line("agent", line.transcript)
+            elif kind == rt.INPUT_TRANSCRIPT_DONE:
+                line = rt.TranscriptDone.model_validate_json(raw)
+                if line.transcript:
+                    self.record.line("caller", line.transcript)
+            elif kind == rt.ERROR:
+                self._on_error(raw)
+        # ValueError covers pydantic's ValidationError, orjson's JSONDecodeError,
+        # binascii.Error and a2b_base64's own ValueError on non-ASCII text (found by the
+        # fault suite's fuzzing).
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("ignored a malformed %s event: %s", kind, type(exc).__name__)
+
+    def _on_audio_delta(self, raw: bytes, received_at: float) -> None:
+        ev = orjson.loads(raw)
+        response_id = ev["response_id"]
+        barge = self.barge
+        if barge.is_cancelled(response_id) or not self.model_audio:
             return
-        if len(msg) & 1:
-            session.malformed_frames += 1
-        pcm24 = resample(msg)
-        if pcm24 and link.send_audio(pcm24):
-            n += 1
-            if n % every == 0:
-                observe(loop_time() - t0)
+        item_id = ev["item_id"]
+        pcm24 = binascii.a2b_base64(ev["delta"])
+        barge.item(item_id, response_id).generated_ms += len(pcm24) / rt.MODEL_BYTES_PER_MS
+        self.output.push(pcm24, item_id, received_at)
 
-    return on_audio
-
-
-def on_caller_control(session: MediaSession, text: str) -> None:
-    """One text message inside a call. Nothing here ends the call: the media protocol has
-    no control message that does (README "Protocol decisions")."""
-    try:
-        control = parse_control(text)
-    except InvalidDtmf as exc:
-        metrics.limited(Limited.DTMF_INVALID)
-        _note(session, "dropped a dtmf that is not a keypad key: %s", exc)
-        return
-    except MediaProtocolError as exc:
-        session.malformed_frames += 1
-        _note(session, "ignored a bad control message: %s", exc)
-        return
-    if isinstance(control, Dtmf):
-        bucket = session.dtmf_bucket
-        if bucket is not None and not bucket.take(1.0, session.loop.time()):
-            metrics.limited(Limited.DTMF_RATE)
+    def _on_audio_done(self, item_id: str, response_id: str) -> None:
+        if self.barge.is_cancelled(response_id) or not self.model_audio:
             return
-        # Reference (Infobip "Media stream WebSocket"): {"event":"websocket:dtmf","digit":"3"}.
-        # `digit` is one of DTMF_DIGITS here (parse_control refused anything else).
-        session.record_line("caller", f"[keypad {control.digit}]")
-        session.link.send(rt.text_item(
-            "user", f"The caller pressed {control.digit} on the phone keypad."))
-        session.request_response()
-    elif isinstance(control, UnknownControl):
-        _note(session, "ignored control message %r", control.event)
-    else:
-        _note(session, "ignored a repeated websocket:connected", None)
+        entry = self.barge.items.get(item_id)
+        if entry is not None:
+            entry.audio_done = True
+        self.output.flush(item_id)
 
-
-def _note(session: MediaSession, fmt: str, arg: object) -> None:
-    """Log a skipped control message, the first CONTROL_LOG_LIMIT of a call only."""
-    session.control_notes += 1
-    if session.control_notes <= CONTROL_LOG_LIMIT:
-        if arg is None:
-            log.info(fmt)
-        else:
-            log.info(fmt, arg)
-
-
-def on_model_event(session: MediaSession, raw: bytes, received_at: float) -> None:
-    """Route one server event. Never raises: a bad event is logged and skipped."""
-    kind = rt.peek_type(raw)
-    try:
-        if kind == rt.AUDIO_DELTA:
-            _on_audio_delta(session, raw, received_at)
-        elif kind == rt.SPEECH_STARTED:
-            outcome = session.barge.on_speech_started(received_at, session.active_response)
-            if outcome.cleared:
-                session.record_update(barge_ins=session.barge.barge_ins,
-                                      truncates=session.barge.truncates)
-        elif kind == AUDIO_DONE:
-            ev = orjson.loads(raw)
-            _on_audio_done(session, str(ev.get("item_id") or ""), str(ev.get("response_id")))
-        elif kind == rt.RESPONSE_CREATED:
-            created = rt.ResponseCreated.model_validate_json(raw)
-            session.active_response = created.response.id or "?"
-        elif kind == rt.RESPONSE_DONE:
-            done = rt.ResponseDone.model_validate_json(raw)
-            session.on_response_done(done.response.id, done.response.status or "")
-        elif kind == rt.FUNCTION_CALL_DONE:
-            call = rt.FunctionCallDone.model_validate_json(raw)
-            session.on_function_call(call)
-        elif kind == rt.TRANSCRIPT_DONE:
-            line = rt.TranscriptDone.model_validate_json(raw)
-            if line.transcript and not session.barge.is_cancelled(line.response_id):
-                session.record_line("agent", line.transcript)
-        elif kind == rt.INPUT_TRANSCRIPT_DONE:
-            line = rt.TranscriptDone.model_validate_json(raw)
-            if line.transcript:
-                session.record_line("caller", line.transcript)
-        elif kind == rt.ERROR:
-            _on_error(session, raw)
-    # ValueError covers pydantic's ValidationError, orjson's JSONDecodeError, binascii.Error
-    # and a2b_base64's own ValueError on non-ASCII text (found by the fault suite's fuzzing).
-    except (ValueError, TypeError, KeyError) as exc:
-        log.warning("ignored a malformed %s event: %s", kind, type(exc).__name__)
-
-
-def _on_audio_delta(session: MediaSession, raw: bytes, received_at: float) -> None:
-    ev = orjson.loads(raw)
-    response_id = ev["response_id"]
-    barge = session.barge
-    if barge.is_cancelled(response_id) or session.ending_notice:
-        return
-    item_id = ev["item_id"]
-    pcm24 = binascii.a2b_base64(ev["delta"])
-    barge.item(item_id, response_id).generated_ms += len(pcm24) / 48.0  # 24 kHz 16-bit
-    pcm = session.resample_out.process(pcm24)
-    if pcm and session.playout.push(pcm, item_id):
-        session.sender.kick(session.loop.time(), received_at)
-
-
-def _on_audio_done(session: MediaSession, item_id: str, response_id: str) -> None:
-    if session.barge.is_cancelled(response_id) or session.ending_notice:
-        return
-    entry = session.barge.items.get(item_id)
-    if entry is not None:
-        entry.audio_done = True
-    tail = session.resample_out.flush()
-    if tail:
-        session.playout.push(tail, item_id)
-    if session.playout.pad_item():
-        session.sender.kick(session.loop.time(), session.loop.time())
-
-
-def _on_error(session: MediaSession, raw: bytes) -> None:
-    err = rt.ErrorEvent.model_validate_json(raw).error
-    code = err.code or err.type or "unknown"
-    metrics.model_error(code)
-    if code in BENIGN_ERRORS:
-        log.debug("model: %s (benign)", code)
-        return
-    log.warning("model error %s: %s (param=%s, event_id=%s)", code, err.message, err.param,
-                err.event_id)
-    if err.event_id and err.event_id == session.last_response_request:
-        session.active_response = None  # our response.create was refused
+    def _on_error(self, raw: bytes) -> None:
+        err = rt.ErrorEvent.model_validate_json(raw).error
+        code = err.code or err.type or "unknown"
+        metrics.model_error(code)
+        if code in rt.BENIGN_ERRORS:
+            log.debug("model: %s (benign)", code)
+            return
+        log.warning("model error %s: %s (param=%s, event_id=%s)", code, err.message, err.param,
+                    err.event_id)
+        if err.event_id:
+            self.turns.on_refused(err.event_id)

@@ -1,8 +1,9 @@
-"""The media gateway process: a websockets server, one `MediaSession` per connection.
+"""The media gateway process: a websockets server, one `MediaSession` per admitted call.
 
-Shape (../shared/style.md, websockets): `serve(handler, host, port, process_request=...)`.
-Health, readiness and metrics are answered in `process_request` on the media port, before
-any upgrade (contract: "Default ports"), and so is admission: past GATEWAY_MAX_SESSIONS or
+Shape (websockets' asyncio server, https://websockets.readthedocs.io/en/stable/reference/asyncio/server.html):
+`serve(handler, host, port, process_request=...)`. Health, readiness and metrics are
+answered in `process_request` on the media port (GATEWAY_PORT, README "Configuration"),
+before any upgrade, and so is admission: past GATEWAY_MAX_SESSIONS or
 while draining, an upgrade gets a plain HTTP 503 instead of a socket that is then dropped.
 
 Admission (limits.py has the threat model): a connection is *pending* from TCP accept until
@@ -34,6 +35,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from services.media_gateway import gc_pauses, metrics
+from services.media_gateway.admission import admit
 from services.media_gateway.config import GatewaySettings
 from services.media_gateway.limits import AdmissionGate, ConnectionLimits, SessionSlots
 from services.media_gateway.metrics import RefusalReason
@@ -41,7 +43,7 @@ from services.media_gateway.pacer import PacerHub
 from services.media_gateway.session import MediaSession, SessionDeps
 from services.media_gateway.state import Heartbeat, StateStore, connect_redis
 from services.media_gateway.tools import ToolRegistry, default_registry
-from services.media_gateway.ws_fastpath import media_connection_class
+from services.media_gateway.ws_fastpath import MediaConnection, media_connection_class
 from shared.profiles import ProfileBook, load_profiles
 
 log = logging.getLogger(__name__)
@@ -82,11 +84,16 @@ class Gateway:
             process_request=self._process_request, create_connection=self._connection_class,
             open_timeout=s.connect_timeout_s,
             max_size=s.max_message_bytes, max_queue=32, compression=None,
-            ping_interval=s.keepalive_interval_s, ping_timeout=s.keepalive_timeout_s,
+            # Pings are the session's (wire_watch.keepalive: counted, and can be off);
+            # a connection not yet admitted is bounded by CONNECT_TIMEOUT_S instead.
+            ping_interval=None,
             close_timeout=2,
         )
         log.info("media gateway %s listening on %s:%d (max %d sessions)", s.gateway_id,
                  s.gateway_host, self.port, s.gateway_max_sessions)
+        if s.keepalive_interval_s <= 0 and s.idle_timeout_s <= 0:
+            log.warning("KEEPALIVE_INTERVAL_S=0 and IDLE_TIMEOUT_S=0: a media peer that "
+                        "vanishes without closing is only noticed at MAX_CALL_DURATION_S")
 
     async def stop(self) -> None:
         """Close everything now (after `drain()` for a graceful stop)."""
@@ -177,11 +184,17 @@ class Gateway:
         return None
 
     async def _handle(self, conn: ServerConnection) -> None:
-        session = MediaSession(conn, SessionDeps(self.settings, self.store, self._hub,
-                                                 self.profiles, self.tools,
-                                                 self.settings.gateway_id))
-        if not await session.admit(self.slots):  # holds a slot when it returns True
+        # `serve(create_connection=...)` makes every connection a MediaConnection.
+        assert isinstance(conn, MediaConnection), type(conn)
+        s = self.settings
+        call = await admit(conn, store=self.store, profiles=self.profiles,
+                           gateway_id=s.gateway_id, connect_timeout_s=s.connect_timeout_s,
+                           slots=self.slots)
+        if call is None:
             return
+        # Admitted: holds a slot, given back below.
+        session = MediaSession(conn, SessionDeps(s, self.store, self._hub, self.profiles,
+                                                 self.tools, s.gateway_id), call)
         self.sessions.add(session)
         self._no_sessions.clear()
         try:
@@ -193,8 +206,7 @@ class Gateway:
                 self._no_sessions.set()
 
     def _heartbeat(self) -> Heartbeat:
-        live = [s for s in self.sessions if s.call_id and hasattr(s, "playout")
-                and s.state.value != "ended"]
+        live = [s for s in self.sessions if s.started]
         return Heartbeat(sessions=len(self.sessions), ready=self.ready,
                          counters={s.call_id: s.counters() for s in live})
 

@@ -1,15 +1,24 @@
 """The gateway's state in Redis: session records, gateway set + heartbeat, transcripts, jobs.
 
-Contract: ../../brief-common.md, "Cross-service contracts" (session record fields, transcript
-stream, gateway liveness keys, the jobs the gateway enqueues). Keys come from
-`shared.redis_keys` only.
+Keys come from `shared.redis_keys` only. What the gateway writes, for the orchestrator's
+gateway-loss watchdog and `callbridge status` / `calls show` (README "Architecture"):
+- the session record (`redis_keys.session_record(call_id)`), a hash: `call_id`,
+  `gateway_id`, `dialog_id`, `profile`, `sample_rate`, `state` (`SessionState`),
+  `started_at` / `first_audio_at` / `ended_at` (Unix epoch ms as decimal strings),
+  `end_reason`, and the counters `frames_in`, `frames_out`, `barge_ins`, `truncates`;
+- the transcript stream of the call (`role`, `text`, `at`), capped at TRANSCRIPT_MAXLEN;
+- the gateway's liveness: its member in `redis_keys.GATEWAYS`, its set of live calls and a
+  heartbeat key that expires after HEARTBEAT_TTL_S;
+- orchestrator jobs (`shared.jobs.HANGUP_CALL`, `TRANSFER_CALL`) on the arq queue, with
+  deterministic job ids (`shared.jobs.job_id`).
 
-Why buffered: a Redis outage must never disturb audio (issue 5). Call code only *records*
-changes here, synchronously and without awaiting; one background task per process flushes
-them in one pipeline per turn (coalescing hash fields per key), keeps what failed and retries
-with backoff, so the state catches up after Redis returns. Jobs (hang-up, transfer) are kept
-until arq accepts them. The one read on the call path, the media token, is bounded by a
-timeout and fails the call cleanly instead.
+Why buffered: a Redis outage must never disturb audio (README "Architecture", "State in
+Redis, audio never waits for it"). Call code only *records* changes here, synchronously and
+without awaiting; one background task per process flushes them in one pipeline per turn
+(coalescing hash fields per key), keeps what failed and retries with backoff, so the state
+catches up after Redis returns. Jobs (hang-up, transfer) are kept until arq accepts them.
+The one read on the call path, the media token, is bounded by a timeout and fails the call
+cleanly instead.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -31,6 +41,7 @@ from redis.exceptions import RedisError
 from services.media_gateway import metrics
 from shared import redis_keys
 from shared.jobs import ARQ_SERIALIZERS, job_id
+from shared.wire_observations import WireObservation
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +52,19 @@ _MAX_PENDING_LINES = 5000
 _FLUSH_PAUSE_S = 0.05  # coalesce a burst of small writes into one pipeline
 _RECORDS_PER_PIPELINE = 32
 _BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+#: Wire observations waiting for Redis (one per ended call); older ones are dropped first.
+_MAX_PENDING_OBSERVATIONS = 64
+#: Append a wire observation only while preflight has armed the gateways (one round trip,
+#: no race between the check and the append).
+_XADD_IF_ARMED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
+                  'call_id', ARGV[2], 'observation', ARGV[3])
+"""
 
 
 def now_ms() -> str:
-    """Unix epoch milliseconds as a decimal string (the contract's time format)."""
+    """Unix epoch milliseconds as a decimal string (the session record's time format)."""
     return str(int(time.time() * 1000))
 
 
@@ -96,6 +116,7 @@ class StateStore:
         # Job ids arq accepted, the latest few (tests, debugging): bounded, since a
         # gateway lives for weeks and enqueues a job for every call it ends itself.
         self.jobs_enqueued: deque[str] = deque(maxlen=1000)
+        self._observations: deque[tuple[str, str]] = deque(maxlen=_MAX_PENDING_OBSERVATIONS)
         self._claims: list[tuple[str, str, asyncio.Future[tuple[Any, Any]]]] = []
         self._claim_task: asyncio.Task[None] | None = None
 
@@ -129,15 +150,24 @@ class StateStore:
         self._wake.set()
         return job_id(function, call_id)
 
+    def wire_observation(self, observation: WireObservation) -> None:
+        """Offer a call's wire observation to `callbridge preflight`: appended to its stream
+        only while preflight has armed the gateways (checked in Redis, not here, so no
+        gateway needs to know). Best effort: a Redis failure drops it (it is diagnostic)."""
+        fields = observation.to_stream_fields()
+        self._observations.append((fields["call_id"], fields["observation"]))
+        self._wake.set()
+
     # Reads on the call path --------------------------------------------------------------
 
     async def claim_media_token(self, token: str, call_id: str,
                                 timeout: float = 2.0) -> tuple[dict[str, Any] | None, str]:
-        """GETDEL the one-time token (contract: "Media token") and read the call's dialog id.
+        """GETDEL the one-time token (admission.py has the contract) and read the call's
+        dialog id.
 
         Returns (token record or None, dialog_id or ""). Raises TokenStoreUnavailable.
         Claims made in the same loop turn share one pipeline (a burst of connecting calls
-        would otherwise queue on the connection pool's lock: ../shared/perf-notes.md).
+        would otherwise queue on the connection pool's lock).
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[Any, Any]] = loop.create_future()
@@ -261,6 +291,7 @@ class StateStore:
 
     async def _flush(self) -> None:
         await self._flush_jobs()
+        await self._flush_observations()
         hashes, members, lines = self._hashes, self._members, list(self._lines)
         if not (hashes or members or lines):
             return
@@ -311,6 +342,15 @@ class StateStore:
             self._lines.popleft()
             self.lines_dropped += 1
 
+    async def _flush_observations(self) -> None:
+        while self._observations:
+            call_id, observation = self._observations.popleft()
+            async with asyncio.timeout(2.0):
+                await self.redis.eval(
+                    _XADD_IF_ARMED, 2, redis_keys.PREFLIGHT_ARMED,
+                    redis_keys.WIRE_OBSERVATIONS_STREAM, redis_keys.WIRE_OBSERVATIONS_MAXLEN,
+                    call_id, observation)
+
     async def _flush_jobs(self) -> None:
         while self._jobs:
             job = self._jobs[0]
@@ -323,3 +363,44 @@ class StateStore:
             self.jobs_enqueued.append(jid)
             log.info("enqueued %s (%s)", job.function, job.reason,
                      extra={"call_id": job.call_id, "job_id": jid})
+
+
+class SessionState(StrEnum):
+    """The session record's `state`: `connecting` (model socket opening) -> `streaming`
+    (model configured) -> `draining` (ending on purpose) -> `ended`."""
+
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    DRAINING = "draining"
+    ENDED = "ended"
+
+
+class CallRecord:
+    """One call's record, transcript and membership of the gateway's set, recorded through
+    the store (never awaits); `history` keeps the latest lines for a model re-seed."""
+
+    __slots__ = ("call_id", "history", "store")
+
+    def __init__(self, store: StateStore, call_id: str, history_lines: int = 60) -> None:
+        self.store = store
+        self.call_id = call_id
+        self.history: deque[tuple[str, str]] = deque(maxlen=history_lines)
+
+    def open(self, **fields: str | int) -> None:
+        """The call is live: its first record fields, counters at zero, and a member of
+        this gateway's set."""
+        self.store.update(self.call_id, call_id=self.call_id, started_at=now_ms(), frames_in=0,
+                          frames_out=0, barge_ins=0, truncates=0, **fields)
+        self.store.add_member(self.call_id)
+
+    def close(self, reason: str, counters: dict[str, int]) -> None:
+        self.store.update(self.call_id, state=SessionState.ENDED.value, ended_at=now_ms(),
+                          end_reason=reason, **counters)
+        self.store.remove_member(self.call_id)
+
+    def update(self, **fields: str | int) -> None:
+        self.store.update(self.call_id, **fields)
+
+    def line(self, role: str, text: str) -> None:
+        self.history.append((role, text))
+        self.store.transcript(self.call_id, role, text)

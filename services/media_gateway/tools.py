@@ -1,13 +1,16 @@
 """Tools the voice agent can call, in a small registry a deployment extends.
 
-Protocol (../shared/reference/openai-realtime.md, "Function calling"): tools are declared in
+Protocol (Realtime conversations guide, function calling:
+https://platform.openai.com/docs/guides/realtime-conversations): tools are declared in
 `session.tools`; the model emits `response.function_call_arguments.done`; we run the tool
 only once `response.done` says that response was not cancelled (a barge-in must not hang up
-or transfer), then send `function_call_output` and, if the tool wants the agent to go on,
-`response.create`.
+or transfer: turns.py), then send `function_call_output` and, if the tool wants the agent to
+go on, `response.create`.
 
-The telephony tools act through orchestrator jobs (contract: "Jobs the gateway enqueues"),
-never through the Calls API directly: data flows one way and the orchestrator owns the call.
+The telephony tools act through orchestrator jobs, never through the Calls API directly:
+data flows one way and the orchestrator owns the call (README "Architecture"). The jobs are
+`shared.jobs.HANGUP_CALL` and `TRANSFER_CALL`, each with the call id and a short reason,
+enqueued by `ToolHost.end_call` (state.py `StateStore.enqueue_job`).
 
 A deployment adds a tool with `registry.register(Tool(name, description, parameters,
 handler))`; a profile lists the names it may use.
@@ -22,6 +25,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from services.media_gateway import metrics
 from shared.jobs import HANGUP_CALL, TRANSFER_CALL
 from shared.profiles import AgentProfile
 
@@ -107,6 +111,23 @@ class ToolRegistry:
                 continue
             out.append(tool.schema())
         return out
+
+
+async def run_tool(registry: ToolRegistry, call: ToolCall, host: ToolHost) -> tuple[str, bool]:
+    """Run one tool call: (output for the model, whether the agent should respond). Never
+    raises: an unknown tool or a failing handler is an output the model can act on."""
+    tool = registry.get(call.name)
+    metrics.TOOL_CALLS.labels(call.name if tool else "unknown").inc()
+    if tool is None:
+        return f"There is no tool named {call.name}.", True
+    try:
+        result = await tool.handler(call, host)
+    except Exception:
+        log.exception("tool %s failed", call.name)
+        result = "The tool failed; apologise and continue without it."
+    if isinstance(result, ToolResult):
+        return result.output, result.respond
+    return result, tool.respond
 
 
 _REASON = {"type": "object",

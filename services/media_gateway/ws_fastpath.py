@@ -45,6 +45,8 @@ from websockets.speedups import apply_mask
 
 from services.media_gateway import metrics
 from services.media_gateway.limits import ACCEPT, CUT, AdmissionGate, CallerMeter, ConnectionLimits
+from services.media_gateway.metrics import Limited, RefusalReason
+from shared import ws_close_codes as close
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +157,7 @@ class MediaConnection(ServerConnection):
         self.created_at = self.loop.time()
         #: Why this side cut the connection off (a RefusalReason before admission, a
         #: Limited after), or None.
-        self.cut_reason: str | None = None
+        self.cut_reason: RefusalReason | Limited | None = None
         self._limits = limits
         self._early_budget = (limits.preadmission_buffer_bytes if limits is not None
                               else EARLY_BUFFER_BYTES)
@@ -213,17 +215,17 @@ class MediaConnection(ServerConnection):
     def evict(self) -> None:
         """Dropped from a full pending set (`AdmissionGate`): 1013, try again later."""
         if self.cut_reason is None:
-            self.cut_reason = metrics.RefusalReason.CAPACITY
+            self.cut_reason = RefusalReason.CAPACITY
         if self.protocol.state is _OPEN:
-            self._cut(1013, "too many connections waiting to authenticate",
-                      metrics.RefusalReason.CAPACITY)
+            self._cut(close.TRY_AGAIN_LATER, "too many connections waiting to authenticate",
+                      RefusalReason.CAPACITY)
         else:  # still in the handshake: nothing to say to it
             self._discarding = True
             transport = getattr(self, "transport", None)  # set by connection_made
             if transport is not None:
                 transport.abort()
 
-    def _cut(self, code: int, reason: str, why: str) -> None:
+    def _cut(self, code: int, reason: str, why: RefusalReason | Limited) -> None:
         """Close now with `code`/`reason` and process nothing more (RFC 6455 7.1.7: fail
         the connection): the close frame and a FIN are sent, whatever arrives after is
         read and dropped unparsed, and the transport is aborted after CUT_ABORT_S unless
@@ -247,9 +249,9 @@ class MediaConnection(ServerConnection):
     def _flood_cut(self) -> None:
         meter = self._meter
         ratio = meter.flood_ratio if meter is not None else 0.0
-        metrics.limited(metrics.Limited.FLOOD_CUTOFF)
-        self._cut(1008, f"caller sent faster than {ratio:g}x real time",
-                  metrics.Limited.FLOOD_CUTOFF)
+        metrics.limited(Limited.FLOOD_CUTOFF)
+        self._cut(close.POLICY_VIOLATION, f"caller sent faster than {ratio:g}x real time",
+                  Limited.FLOOD_CUTOFF)
 
     def _hold(self, data: bytes) -> None:
         """A binary frame before admission: kept (byte-bounded, oldest out) for replay."""
@@ -257,12 +259,12 @@ class MediaConnection(ServerConnection):
         if limits is not None:
             self._pre_frames += 1
             if self._pre_control == 0:  # audio before websocket:connected
-                self._cut(1008, "expected websocket:connected first",
-                          metrics.RefusalReason.PROTOCOL)
+                self._cut(close.POLICY_VIOLATION, "expected websocket:connected first",
+                          RefusalReason.PROTOCOL)
                 return
             if self._pre_frames > limits.preadmission_max_frames:
-                self._cut(1008, "too many frames before admission",
-                          metrics.RefusalReason.TOO_LARGE)
+                self._cut(close.POLICY_VIOLATION, "too many frames before admission",
+                          RefusalReason.TOO_LARGE)
                 return
         early = self._early
         early.append(data)
@@ -279,8 +281,8 @@ class MediaConnection(ServerConnection):
         self._pre_control += 1
         if (self._pre_control > limits.preadmission_max_control_frames
                 or self._pre_frames > limits.preadmission_max_frames):
-            self._cut(1008, "too many messages before admission",
-                      metrics.RefusalReason.TOO_LARGE)
+            self._cut(close.POLICY_VIOLATION, "too many messages before admission",
+                      RefusalReason.TOO_LARGE)
             return False
         return True
 
@@ -421,8 +423,8 @@ class MediaConnection(ServerConnection):
         if limits is not None and not had_request:
             self._request_bytes += len(data)
             if self._request_bytes > limits.max_request_bytes:
-                self.cut_reason = metrics.RefusalReason.TOO_LARGE
-                metrics.refused(metrics.RefusalReason.TOO_LARGE)
+                self.cut_reason = RefusalReason.TOO_LARGE
+                metrics.refused(RefusalReason.TOO_LARGE)
                 self._discarding = True
                 self.transport.abort()
                 return

@@ -1,9 +1,12 @@
-"""On-call commands: `callbridge status`, `callbridge calls show`, `callbridge setup`."""
+"""On-call commands: `callbridge status`, `callbridge calls show`, `callbridge setup`,
+`callbridge preflight`."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from shared.infobip_media import INFOBIP_RATES
 
 STATUS_HELP = """\
 Live calls (call id, gateway, state, duration), gateways with heartbeat and load, the events
@@ -41,6 +44,52 @@ examples:
 """
 
 
+PREFLIGHT_HELP = """\
+Run once with the real credentials before going live. Each check says what it found and,
+when something is wrong, the command or setting that fixes it. Secrets are never printed.
+
+checks:
+  openai     For each agent profile (AGENT_PROFILES_FILE, else the built-in default), open
+             a Realtime socket exactly as the media gateway does and send its session.update
+             (same builder, same tools). Prints what session.updated puts in effect (voice,
+             start of the instructions and their length, tools, turn detection, audio
+             formats), or the exact error event (code, message, param) and close code.
+             Needs OPENAI_API_KEY (OPENAI_REALTIME_URL, OPENAI_MODEL as the gateway).
+  infobip    Checks the Calls API key's scopes by listing media-stream configs
+             (calls:configuration:manage or calls:manage) and reading a call
+             (calls:logs:read or calls:manage), then finds the WEBSOCKET_ENDPOINT config
+             `callbridge setup` creates (--config-name) and compares its URL (--public-url)
+             and sampleRate (--sample-rate): found, missing or mismatched, with the setup
+             command that fixes it. Needs INFOBIP_BASE_URL and INFOBIP_API_KEY
+             (INFOBIP_MEDIA_STREAM_CONFIG_ID, when set, must name that config).
+  capture    --capture-call: arms every media gateway through Redis (REDIS_URL) for
+             --timeout seconds, asks you to call --number (talk, interrupt the agent once,
+             stay silent ~15 s, hang up), waits for that call and prints, for each protocol
+             assumption of docs/protocol-assumptions.md (media token location, content
+             type and rate, continuous inbound audio, pong replies, clear acknowledged,
+             apiBaseUrl form), what was expected, what the wire showed, and whether it held.
+             Needs the deployed stack running (ingress, orchestrator, gateways) and Redis.
+             Ctrl-C disarms the gateways.
+
+exit codes:
+  0  every check ran and everything held
+  1  a check ran and found a problem (config missing or mismatched, session.update refused,
+     an assumption that did not hold or that the call did not exercise)
+  2  a check could not run: settings missing, credentials refused, a host or Redis
+     unreachable, no call (or no observation of it) before --timeout
+  130  interrupted (Ctrl-C); the gateways were disarmed
+
+examples:
+  callbridge preflight --public-url wss://voice.example.com/media
+  callbridge preflight --only openai
+  callbridge preflight --public-url wss://voice.example.com/media --capture-call \\
+      --number +441134960001
+  callbridge preflight --only capture --json > first-call.json
+"""
+
+PREFLIGHT_CHECKS = ("openai", "infobip", "capture")
+
+
 def register(sub: Any) -> None:
     status = sub.add_parser("status", help="live calls, gateways, stream lag, dead letters",
                             description=STATUS_HELP,
@@ -65,11 +114,42 @@ def register(sub: Any) -> None:
     setup.add_argument("--public-url", required=True, help="wss:// URL Infobip connects to")
     setup.add_argument("--name", default="callbridge-gateway", help="config name (idempotency)")
     setup.add_argument("--sample-rate", type=int, default=24000,
-                       choices=(8000, 16000, 24000, 32000))
+                       choices=INFOBIP_RATES)
     setup.add_argument("--webhook-url", help="public URL of the ingress (for the printout)")
     setup.add_argument("--dry-run", action="store_true", help="show the requests only")
     setup.add_argument("--update", action="store_true", help="repoint an existing config")
     setup.set_defaults(func=setup_main)
+
+    preflight = sub.add_parser(
+        "preflight", help="check credentials and prove the protocol on a first live call",
+        description=PREFLIGHT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    preflight.add_argument("--only", type=_check_list, metavar="CHECKS",
+                           help="comma separated subset of openai,infobip,capture "
+                                "(default: openai,infobip, plus capture with --capture-call)")
+    preflight.add_argument("--capture-call", action="store_true",
+                           help="arm the gateways and report the next call's wire")
+    preflight.add_argument("--number", default="your Infobip number",
+                           help="the number to call, for the instructions printed")
+    preflight.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                           help="how long the gateways stay armed and preflight waits (600)")
+    preflight.add_argument("--public-url", help="the gateway's public wss:// URL, compared "
+                                                "with the media-stream config")
+    preflight.add_argument("--config-name", default="callbridge-gateway",
+                           help="name of the media-stream config (as `callbridge setup`)")
+    preflight.add_argument("--sample-rate", type=int, default=24000,
+                           choices=INFOBIP_RATES,
+                           help="the config's expected sampleRate (24000)")
+    preflight.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    preflight.set_defaults(func=preflight_main)
+
+
+def _check_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in PREFLIGHT_CHECKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"choose from {', '.join(PREFLIGHT_CHECKS)} (got {text!r})")
+    return names
 
 
 def _positive_int(text: str) -> int:
@@ -173,5 +253,36 @@ def setup_main(args: argparse.Namespace) -> int:
     print("  channel: VOICE_VIDEO")
     print(f"  events:  {', '.join(WEBHOOK_EVENTS)}")
     print(f"  url:     {args.webhook_url or '<your public ingress URL>/webhook'}")
-    print("  security: BASIC or HMAC (SHA-256), matching WEBHOOK_* settings of the ingress")
+    print("  security: BASIC (supported default; HMAC only once a captured delivery confirms "
+          "its format, docs/protocol-assumptions.md), matching the ingress's WEBHOOK_* settings")
     return 0
+
+
+def preflight_main(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from services.ops.preflight import exit_code, render, run_preflight, to_json
+
+    checks_wanted = args.only or (("openai", "infobip", "capture") if args.capture_call
+                                  else ("openai", "infobip"))
+    if args.public_url and not args.public_url.startswith(("wss://", "ws://")):
+        raise SystemExit("--public-url must be a ws:// or wss:// URL (Infobip connects to it)")
+    out = sys.stderr if args.json else sys.stdout
+
+    def progress(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    try:
+        checks = asyncio.run(run_preflight(
+            checks_wanted, number=args.number, timeout_s=args.timeout,
+            public_url=args.public_url, config_name=args.config_name,
+            sample_rate=args.sample_rate, progress=progress))
+    except KeyboardInterrupt:
+        print("\npreflight interrupted; the gateways were disarmed.", file=sys.stderr)
+        return 130
+    if args.json:
+        sys.stdout.write(to_json(checks).decode() + "\n")
+    else:
+        print(render(checks))
+    return exit_code(checks)

@@ -39,6 +39,15 @@ def register(sub: Any) -> None:
                              "private key): https:// webhooks, wss:// media")
     parser.add_argument("--calls", type=int, default=0,
                         help="place this many simulated calls once everything is up")
+    # The simulated Infobip's media client can break one protocol assumption each
+    # (docs/protocol-assumptions.md), to see `callbridge preflight --capture-call` report it.
+    parser.add_argument("--media-custom-data", choices=("flat", "nested"), default="flat",
+                        help="simulated Infobip: customData flat in websocket:connected "
+                             "(default) or nested under customData")
+    parser.add_argument("--no-pongs", action="store_true",
+                        help="simulated Infobip: do not answer the gateway's pings")
+    parser.add_argument("--silence-suppression", action="store_true",
+                        help="simulated Infobip: no media frames while the caller is silent")
     parser.set_defaults(func=main)
 
 
@@ -47,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
     import os
 
     from services.stack.runner import LocalStack, StackOptions
+    from services.stack.simulated import SimulatorSettings
     from shared.logging_setup import redact, setup_logging
 
     setup_logging("stack", "INFO", "text")
@@ -56,7 +66,10 @@ def main(args: argparse.Namespace) -> int:
                   "gateway": args.replicas},
         load_balancer=not args.no_lb, simulate=simulate,
         redis_url=os.environ.get("REDIS_URL") or None, appendfsync=args.appendfsync,
-        fixed_ports=args.fixed_ports, tls_cert=args.tls_cert)
+        fixed_ports=args.fixed_ports, tls_cert=args.tls_cert,
+        simulators=SimulatorSettings(media_custom_data=args.media_custom_data,
+                                     media_answer_pings=not args.no_pongs,
+                                     media_silence_suppression=args.silence_suppression))
     if args.tls_cert is not None and not args.tls_cert.is_file():
         raise SystemExit(f"--tls-cert {args.tls_cert}: no such file (a PEM with the "
                          "certificate chain followed by its private key)")

@@ -8,7 +8,7 @@ the keys, URLs and media-stream config id cannot disagree between the two sides.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from simulators.infobip import InfobipSimulator
@@ -34,6 +34,11 @@ class SimulatorSettings:
     model_speed: float = 4.0
     keep_sessions: int | None = None   # bound the Realtime simulator's records (long runs)
     media_config_id: str | None = None  # fixed id (deployments configured beforehand)
+    # Media client modes of the simulated Infobip (simulators.infobip.media_leg
+    # .MediaLegOptions), each breaking one assumption of docs/protocol-assumptions.md.
+    media_custom_data: Literal["flat", "nested"] = "flat"
+    media_answer_pings: bool = True
+    media_silence_suppression: bool = False
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Simulated:
 async def start_simulators(settings: SimulatorSettings, webhook_url: str, media_url: str,
                            sample_rate: int) -> Simulated:
     from simulators.infobip import InfobipSimulator
+    from simulators.infobip.media_leg import MediaLegOptions
     from simulators.openai_realtime import RealtimeSimulator
 
     openai = RealtimeSimulator(host=settings.host, port=settings.openai_port,
@@ -61,7 +67,10 @@ async def start_simulators(settings: SimulatorSettings, webhook_url: str, media_
         host=settings.host, port=settings.infobip_port, api_key=settings.infobip_api_key,
         webhook_url=webhook_url, webhook_auth=settings.webhook_basic,
         webhook_hmac_secret=(settings.webhook_hmac_secret.encode()
-                             if settings.webhook_hmac_secret else None))
+                             if settings.webhook_hmac_secret else None),
+        media_options=MediaLegOptions(custom_data=settings.media_custom_data,
+                                      answer_pings=settings.media_answer_pings,
+                                      silence_suppression=settings.media_silence_suppression))
     try:
         await infobip.start()
         config_id = infobip.add_media_stream_config(url=media_url, sample_rate=sample_rate,

@@ -1,8 +1,9 @@
-"""Who may post webhooks: source-IP allowlist, HTTP Basic, HMAC-SHA256 body signature.
+"""Who may post webhooks: source-IP allowlist, HTTP Basic, HMAC body signature.
 
-Infobip's webhook subscriptions offer BASIC and HMAC (HMAC-SHA256 among the algorithms);
-the HMAC header name and signed string are unverified, hence configurable
-(/work/shared/reference/infobip-calls.md, "Webhooks"; scheme in shared/webhook_signing.py).
+Infobip's webhook subscriptions offer BASIC and HMAC (a secret and an algorithm), but no
+published HMAC header or signed-string format, so the HMAC check applies a configurable
+scheme (WEBHOOK_HMAC_*; format logic in shared/webhook_signing.py; why in
+docs/protocol-assumptions.md, "Webhook HMAC header format").
 
 Every configured check must pass. Secrets are compared in constant time (over SHA-256
 digests, so not even the length leaks) and never appear in a response or a log line.
@@ -15,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -26,7 +28,9 @@ from services.webhook_ingress.config import (
     IngressSettings,
     Network,
 )
-from shared.webhook_signing import verify
+from shared.webhook_signing import WEAK_ALGORITHMS, describe, verify
+
+log = logging.getLogger("callbridge.ingress")
 
 IPAddress = IPv4Address | IPv6Address
 BASIC_CHALLENGE = 'Basic realm="callbridge-webhook", charset="UTF-8"'
@@ -113,9 +117,20 @@ class Authenticator:
             )
         secret = settings.webhook_hmac_secret
         self._hmac_secret = secret.get_secret_value().encode() if secret else None
-        self._sig_header = settings.webhook_hmac_signature_header
-        self._ts_header = settings.webhook_hmac_timestamp_header
-        self._tolerance_s = settings.webhook_hmac_tolerance_s
+        self._scheme = settings.webhook_hmac_scheme
+        if self._hmac_secret is not None:
+            self._warn_weak_scheme()
+
+    def _warn_weak_scheme(self) -> None:
+        """Built once per start (create_app), so these land in every start's log."""
+        scheme = self._scheme
+        if scheme.timestamp_header is None:
+            log.warning("WEBHOOK_HMAC_TIMESTAMP_HEADER is empty: HMAC signatures carry no "
+                        "timestamp, so a captured webhook can be replayed at any later time "
+                        "(replays are not bounded by time; use TLS and a source allowlist)")
+        if scheme.algorithm in WEAK_ALGORITHMS:
+            log.warning("WEBHOOK_HMAC_ALGORITHM=%s: SHA-1 is deprecated; choose HMAC_SHA_256 "
+                        "in the Infobip subscription and here", scheme.algorithm)
 
     @property
     def authenticated(self) -> bool:
@@ -164,16 +179,16 @@ class Authenticator:
         return None
 
     def check_body(self, headers: CIMultiDictProxy[str], body: bytes) -> Refusal | None:
-        """HMAC-SHA256 over `<timestamp>.<raw body>` (shared.webhook_signing.verify, which
-        compares with hmac.compare_digest and refuses timestamps outside the tolerance)."""
+        """The configured HMAC scheme over the raw body (shared.webhook_signing.verify, which
+        compares in constant time and refuses timestamps outside the tolerance)."""
         if self._hmac_secret is None:
             return None
-        problem = verify(self._hmac_secret, body, headers.get(self._sig_header),
-                         headers.get(self._ts_header), tolerance_s=self._tolerance_s)
+        scheme = self._scheme
+        given_ts = headers.get(scheme.timestamp_header) if scheme.timestamp_header else None
+        problem = verify(self._hmac_secret, body, headers.get(scheme.signature_header),
+                         given_ts, scheme=scheme)
         if problem:
-            return Refusal(401, "bad_signature",
-                           f"{problem}; sign the raw body as {self._sig_header}: "
-                           f"sha256=<hex hmac of '<unix seconds>.<body>'> with "
-                           f"{self._ts_header}: <unix seconds>",
-                           (("WWW-Authenticate", f'HMAC-SHA256 header="{self._sig_header}"'),))
+            return Refusal(401, "bad_signature", f"{problem}; {describe(scheme)}",
+                           (("WWW-Authenticate", f'HMAC-{scheme.algorithm.upper()} '
+                                                 f'header="{scheme.signature_header}"'),))
         return None

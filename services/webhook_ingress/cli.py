@@ -22,7 +22,9 @@ Settings come from the environment (.env too); each flag below overrides one of 
 Secrets are environment-only (never flags, which `ps` shows). At least one of Basic / HMAC
 is required (an empty value is an error); the ingress does not start without:
   WEBHOOK_BASIC_USER / WEBHOOK_BASIC_PASSWORD   HTTP Basic
-  WEBHOOK_HMAC_SECRET                           HMAC-SHA256 body signature
+  WEBHOOK_HMAC_SECRET                           HMAC body signature (scheme: WEBHOOK_HMAC_*;
+                                                Infobip's format is unpublished, see
+                                                docs/protocol-assumptions.md)
   WEBHOOK_ALLOW_UNAUTHENTICATED=true            ...or run open on purpose (warned every start)
   WEBHOOK_ALLOWLIST / WEBHOOK_TRUSTED_PROXIES   source networks, comma separated
 Redis must have AOF on (checked at start; INGRESS_REQUIRE_AOF=false skips it, warned).

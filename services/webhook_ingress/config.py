@@ -20,9 +20,14 @@ from pydantic_settings import NoDecode
 
 from shared.settings import CommonSettings
 from shared.webhook_signing import (
+    DEFAULT_ALGORITHM,
+    DEFAULT_PREFIX,
     DEFAULT_SIGNATURE_HEADER,
     DEFAULT_TIMESTAMP_HEADER,
     DEFAULT_TOLERANCE_S,
+    HmacScheme,
+    SchemeError,
+    build_scheme,
 )
 
 Network = IPv4Network | IPv6Network
@@ -133,9 +138,37 @@ class IngressSettings(CommonSettings):
         description="Start without Basic or HMAC (anyone who reaches the port may post "
         "events). An explicit choice, warned on every start.",
     )
-    webhook_hmac_signature_header: str = DEFAULT_SIGNATURE_HEADER
-    webhook_hmac_timestamp_header: str = DEFAULT_TIMESTAMP_HEADER
-    webhook_hmac_tolerance_s: int = Field(DEFAULT_TOLERANCE_S, ge=1)
+    # The HMAC scheme: Infobip publishes no header or signed-string format, so every part
+    # is a setting (docs/protocol-assumptions.md, "Webhook HMAC header format"; format
+    # logic in shared/webhook_signing.py). Defaults = callbridge's own scheme.
+    webhook_hmac_signature_header: str = Field(
+        DEFAULT_SIGNATURE_HEADER, description="Header carrying the HMAC signature.")
+    webhook_hmac_timestamp_header: str | None = Field(
+        DEFAULT_TIMESTAMP_HEADER,
+        description="Header carrying the send time (unix seconds or milliseconds); empty or "
+        "`none` = no timestamp, so replays are not bounded in time (warned on every start).",
+    )
+    webhook_hmac_signed_template: str | None = Field(
+        None,
+        description="What is signed, over {timestamp} and {body} (the raw body), e.g. "
+        "`{timestamp}.{body}` or `{body}`; unset = `{timestamp}.{body}` with a timestamp "
+        "header, `{body}` without.",
+    )
+    webhook_hmac_encoding: str = Field(
+        "hex", description="How the MAC is written: `hex` (either case) or `base64`.")
+    webhook_hmac_signature_prefix: str = Field(
+        DEFAULT_PREFIX,
+        description="Text before the encoded MAC in the header value (e.g. `sha256=`); "
+        "empty = none.",
+    )
+    webhook_hmac_algorithm: str = Field(
+        DEFAULT_ALGORITHM,
+        description="sha256, sha384, sha512 or sha224 (Infobip's HMAC_SHA_256 spelling "
+        "accepted); sha1 only if named here, warned on every start; md5 refused.",
+    )
+    webhook_hmac_tolerance_s: int = Field(
+        DEFAULT_TOLERANCE_S, ge=1,
+        description="Replay window: a timestamp further than this from now is refused.")
     webhook_allowlist: Annotated[list[Network], NoDecode] = Field(
         default_factory=list,
         description="Source networks allowed to post (comma separated); empty = any.",
@@ -186,6 +219,12 @@ class IngressSettings(CommonSettings):
                 raise ValueError(
                     f"{name} is set but empty, which would not protect anything: set it to a "
                     "long random value (e.g. `openssl rand -hex 32`), or unset it")
+        try:
+            # Checked even with HMAC off: a malformed scheme is a mistake either way, and
+            # finding it now beats finding it the day HMAC is switched on.
+            self.webhook_hmac_scheme  # noqa: B018 (built for its validation)
+        except SchemeError as exc:
+            raise ValueError(f"WEBHOOK_HMAC_{exc.field.upper()}: {exc}") from None
         if not self.webhook_authenticated and not self.webhook_allow_unauthenticated:
             raise ValueError(
                 "no webhook authentication is configured, so anyone reaching the port could "
@@ -193,6 +232,18 @@ class IngressSettings(CommonSettings):
                 "WEBHOOK_HMAC_SECRET (the same values as the Infobip subscription), or set "
                 "WEBHOOK_ALLOW_UNAUTHENTICATED=true to run open on purpose")
         return self
+
+    @property
+    def webhook_hmac_scheme(self) -> HmacScheme:
+        """The WEBHOOK_HMAC_* settings as one validated scheme (SchemeError if malformed)."""
+        return build_scheme(
+            signature_header=self.webhook_hmac_signature_header,
+            timestamp_header=self.webhook_hmac_timestamp_header,
+            signed_template=self.webhook_hmac_signed_template,
+            encoding=self.webhook_hmac_encoding,
+            signature_prefix=self.webhook_hmac_signature_prefix,
+            algorithm=self.webhook_hmac_algorithm,
+            tolerance_s=self.webhook_hmac_tolerance_s)
 
     @property
     def webhook_authenticated(self) -> bool:

@@ -11,14 +11,14 @@ to "now" at a transition. Agent audio and filler used to be sent with different 
 barge-in clear left a gap of two frames plus tick jitter between two frames at the
 receiver (measured: 40-45 ms at the legs of `bench.gateway`, above Infobip's 40 ms
 tolerance). A burst's first frame takes the next slot: the filler frame before it is
-still sounding until then, so sending it earlier would not be heard any sooner
-(../shared/perf-notes.md, "Relaying audio": send the first frame of a burst at once and
-time the rest from it; with filler the grid never stops, so "at once" applies at call
-start). A pacer that wakes late sends the frames that came due back to back (catch-up) and
-keeps the grid; only a stall longer than `MAX_CATCHUP_S`, which the caller has heard in full
-anyway, starts a new grid rather than flooding the receiver. The stream is steady (Infobip
-may drop a silent socket: ../shared/reference/infobip-calls.md), never drifts ahead (the
-lead is at most a frame and a tick), and what is "sent but not yet heard" is always known:
+still sounding until then, so sending it earlier would not be heard any sooner (README
+"Architecture", "Audio path": the first frame of a burst at once, the rest timed from it;
+with filler the grid never stops, so "at once" applies at call start). A pacer that wakes
+late sends the frames that came due back to back (catch-up) and keeps the grid; only a
+stall longer than `MAX_CATCHUP_S`, which the caller has heard in full anyway, starts a new
+grid rather than flooding the receiver. The stream is steady (a media socket that goes
+quiet may be dropped: docs/protocol-assumptions.md), never drifts ahead (the lead is at
+most a frame and a tick), and what is "sent but not yet heard" is always known:
 `lead(now)`, which barge-in subtracts when it truncates the agent's item.
 """
 
@@ -27,9 +27,8 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from shared.infobip_media import FRAME_MS, frame_bytes
+from shared.infobip_media import FRAME_MS, bytes_per_ms, frame_bytes
 
-BYTES_PER_SAMPLE = 2
 #: How many per-item counters to keep: barge-in only ever looks at the current item.
 _ITEMS_KEPT = 8
 #: A stall longer than this (the receiver already heard it) starts a new grid; shorter ones
@@ -56,7 +55,7 @@ class Playout:
         self.rate = rate
         self.frame_ms = frame_ms
         self.frame_bytes = frame_bytes(rate, frame_ms)
-        self.bytes_per_ms = rate * BYTES_PER_SAMPLE / 1000.0
+        self.bytes_per_ms = bytes_per_ms(rate)
         self._frame_s = frame_ms / 1000.0
         self._send_lead = tick_ms / 1000.0  # a frame leaves this long before its slot
         self._buf = bytearray()
@@ -217,11 +216,15 @@ def truncate_point(sent_ms: float, unplayed_ms: float, generated_ms: float,
                    allowance_ms: float, finished: bool) -> int | None:
     """`audio_end_ms` for `conversation.item.truncate`, or None to skip the truncate.
 
-    ../shared/reference/openai-realtime.md, "Barge-in done right": truncate at what the caller
-    heard, `min(ms sent for the item, ms generated)`, minus no more than the playout allowance
-    (what may still sit in the receiver's buffer) and never beyond what was generated (the
-    server rejects that: "Audio content of X ms is already shorter than Y ms"). Skip it when
-    nothing was heard or when playback had finished (the item is already whole).
+    OpenAI's Realtime conversations guide ("Truncating" an interrupted response,
+    https://platform.openai.com/docs/guides/realtime-conversations) and the
+    `conversation.item.truncate` reference
+    (https://platform.openai.com/docs/api-reference/realtime-client-events/conversation/item/truncate):
+    truncate at what the caller heard, `min(ms sent for the item, ms generated)`, minus no
+    more than the playout allowance (what may still sit in the receiver's buffer) and never
+    beyond what was generated (the server rejects that: "Audio content of X ms is already
+    shorter than Y ms"). Skip it when nothing was heard or when playback had finished (the
+    item is already whole).
     """
     if finished:
         return None

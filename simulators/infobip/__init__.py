@@ -1,6 +1,7 @@
 """Simulated Infobip Calls platform: Calls API, webhooks, callers and the media WebSocket.
 
-Follows ../shared/reference/infobip-calls.md to the letter; see `InfobipSimulator`.
+Follows Infobip's Calls API reference (https://www.infobip.com/docs/api) to the letter; see
+`InfobipSimulator`.
 """
 
 from .calls import CallState, DialogState, Identity

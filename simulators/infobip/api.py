@@ -1,6 +1,7 @@
 """The simulated Calls API over aiohttp: auth, recording, faults, dialogs and calls.
 
-Source for every route and status: ../shared/reference/infobip-calls.md, "REST":
+Source for every route and status: Infobip's Calls API reference
+(https://www.infobip.com/docs/api) and its published OpenAPI document (spec/ here):
 `Authorization: App <key>`; `POST /calls/1/dialogs` -> 201 with the dialog (documented
 errors 400, 401, 403, 404, 429, 500; no 409), throttled at 20 requests/s;
 `POST /calls/1/calls/{id}/answer` needs a JSON body and answers `{"status": ...}`, not a
@@ -21,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -33,17 +34,14 @@ from .http_common import (
     JSON_ERROR_KEY,
     JSON_KEY,
     REC_KEY,
-    SIM,
     RecordedRequest,
     bad_request,
     error_response,
     json_object,
     not_found,
 )
+from .platform import PLATFORM, Platform
 from .spec_validation import SpecViolation, published_spec, validation_errors
-
-if TYPE_CHECKING:
-    from .simulator import InfobipSimulator
 
 log = logging.getLogger("simulators.infobip.api")
 
@@ -57,7 +55,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Record, authenticate, apply faults and the throttle, then handle."""
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     at = time.time()
     raw = await request.read()
     parsed = None
@@ -84,7 +82,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _answer(request: web.Request, handler: Handler,
                   rec: RecordedRequest) -> web.StreamResponse:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     auth = request.headers.get("Authorization", "")
     if auth != f"App {sim.api_key}":
         text = "missing Authorization header" if not auth else "invalid API key or scheme"
@@ -139,7 +137,7 @@ def _refuse_invalid(request: web.Request, rec: RecordedRequest) -> web.Response 
     if not problems:
         return None
     rec.spec_problems = validation_errors(problems)
-    request.app[SIM].invalid_requests.append(rec)
+    request.app[PLATFORM].invalid_requests.append(rec)
     log.warning("%s %s refused by the published spec: %s", request.method, request.path,
                 rec.spec_problems)
     return bad_request("request does not match the Calls API specification", rec.spec_problems)
@@ -155,7 +153,7 @@ def _check_answer(request: web.Request, response: web.StreamResponse) -> None:
     try:
         published_spec().check_response(request.method, path, response.status, body)
     except SpecViolation as exc:
-        request.app[SIM].spec_violations.append(str(exc))
+        request.app[PLATFORM].spec_violations.append(str(exc))
         log.error("simulator bug: %s", exc)
         raise
 
@@ -164,7 +162,7 @@ def _check_answer(request: web.Request, response: web.StreamResponse) -> None:
 
 async def create_dialog(request: web.Request) -> web.Response:
     """The body already passed the spec's DialogRequest (middleware)."""
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     body, error = json_object(request)
     if error is not None:
         return error
@@ -186,11 +184,18 @@ async def create_dialog(request: web.Request) -> web.Response:
     config = None
     if endpoint["type"] == "WEBSOCKET":
         config_id = endpoint["websocketEndpointConfigId"]
-        config = sim.media_stream_configs.get(config_id)
+        config = request.app[configs.CONFIGS].get(config_id)
         if config is None:
             return bad_request("invalid dialog request", {
                 "childCallRequest.endpoint.websocketEndpointConfigId":
                     [f"media-stream config {config_id} not found"]})
+        if not config.is_websocket_endpoint:
+            # A MEDIA_STREAMING config forks audio; it cannot be a call's endpoint
+            # (inferred from the field's name: the spec states no error for it).
+            return bad_request("invalid dialog request", {
+                "childCallRequest.endpoint.websocketEndpointConfigId":
+                    [f"media-stream config {config_id} is {config.type}, "
+                     "not WEBSOCKET_ENDPOINT"]})
         to = config_id
     else:
         to = endpoint["phoneNumber"]
@@ -211,7 +216,7 @@ async def create_dialog(request: web.Request) -> web.Response:
 
 
 async def get_dialog(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     dialog_id = request.match_info["dialogId"]
     found = sim.dialogs.get(dialog_id)
     if found is None:
@@ -220,7 +225,7 @@ async def get_dialog(request: web.Request) -> web.Response:
 
 
 async def hangup_dialog(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     dialog_id = request.match_info["dialogId"]
     found = sim.dialogs.get(dialog_id)
     if found is None:
@@ -234,7 +239,7 @@ async def hangup_dialog(request: web.Request) -> web.Response:
 # --- calls -------------------------------------------------------------------------------
 
 async def get_call(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
@@ -243,7 +248,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def answer_call(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
@@ -261,7 +266,7 @@ async def answer_call(request: web.Request) -> web.Response:
 
 
 async def hangup_call(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    sim = request.app[PLATFORM]
     call_id = request.match_info["callId"]
     found = sim.find_call(call_id)
     if found is None:
@@ -279,10 +284,12 @@ async def hangup_call(request: web.Request) -> web.Response:
     return web.json_response(call.to_wire(sim.ident))
 
 
-def create_app(sim: InfobipSimulator) -> web.Application:
-    """The Calls API app for one simulator."""
+def create_app(platform: Platform, media_stream_configs: dict[str, configs.StoredConfig]
+               ) -> web.Application:
+    """The Calls API app for one simulated platform and its media-stream configs."""
     app = web.Application(middlewares=[guard], client_max_size=2**20)
-    app[SIM] = sim
+    app[PLATFORM] = platform
+    app[configs.CONFIGS] = media_stream_configs
     app.router.add_post(DIALOGS_PATH, create_dialog)
     # Route parameters carry the spec's names, so a route's template is the spec's path.
     app.router.add_get(DIALOGS_PATH + "/{dialogId}", get_dialog)

@@ -1,7 +1,7 @@
 """Call and dialog state as the platform keeps it, and the JSON shapes it shows the world.
 
-Every shape here follows ../shared/reference/infobip-calls.md (Infobip Voice OpenAPI
-3.210.0): the call object (`id`, `endpoint`, `from`, `to`, `direction`, `state`,
+Every shape here follows Infobip's Calls API reference (https://www.infobip.com/docs/api) (Infobip
+Voice OpenAPI 3.210.0): the call object (`id`, `endpoint`, `from`, `to`, `direction`, `state`,
 `startTime`, `answerTime`, `endTime`, `parentCallId`, `callsConfigurationId`, `platform`,
 `customData`, `dialogId`); the webhook envelope (`callId`/`dialogId` when the event concerns
 one, `timestamp` like `2026-01-15T12:00:00.000+0000`, `callsConfigurationId`, `platform`,

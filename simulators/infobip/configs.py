@@ -5,6 +5,14 @@ checked in the API middleware before these handlers run: `type` is required, `sa
 a string among "8000", "16000", "24000", "32000", default "8000"); these handlers keep the
 state. `GET ?page=0&size=20` (size <= 100) -> `{"results", "paging"}`; `GET|PUT|DELETE
 .../{mediaStreamConfigId}`, DELETE answering the deleted config (200, as the spec documents).
+
+Both types the spec knows are held: WEBSOCKET_ENDPOINT (what callbridge creates and what a
+dialog's WEBSOCKET endpoint names) and MEDIA_STREAMING (the configs an account uses to fork a
+call's audio elsewhere; the spec's list example shows one beside a WEBSOCKET_ENDPOINT config
+of the same name, so names are not unique across types). A MEDIA_STREAMING config answers
+`audioEncoding` (RAW or BASE64) and no `sampleRate`; its `securityConfig` is kept but never
+answered (the spec's MediaStreamingConfigResponse has no such field). Only a
+WEBSOCKET_ENDPOINT config can carry a dialog's media leg (api.py).
 """
 
 from __future__ import annotations
@@ -16,13 +24,19 @@ from typing import Any
 
 from aiohttp import web
 
-from .http_common import SIM, bad_request, json_object, not_found
+from .http_common import bad_request, json_object, not_found
 
 MAX_PAGE_SIZE = 100
 CONFIG_PATH = "/calls/1/media-stream-configs"
 CONFIG_ITEM_PATH = CONFIG_PATH + "/{mediaStreamConfigId}"
 #: the spec's default for a WEBSOCKET_ENDPOINT config without `sampleRate`
 DEFAULT_SAMPLE_RATE = "8000"
+WEBSOCKET_ENDPOINT = "WEBSOCKET_ENDPOINT"
+MEDIA_STREAMING = "MEDIA_STREAMING"
+#: the spec's AudioEncoding enum (MediaStreamingConfigResponse.audioEncoding). The request
+#: schema does not list the field (only its example does), so the enum is checked here: an
+#: answer with any other value would break the response schema.
+AUDIO_ENCODINGS = ("RAW", "BASE64")
 
 
 def new_config_id() -> str:
@@ -39,22 +53,46 @@ class StoredConfig:
     name: str
     url: str
     sample_rate: str = DEFAULT_SAMPLE_RATE
+    #: MEDIA_STREAMING only (None: not given, not answered)
+    audio_encoding: str | None = None
+    security_config: dict[str, Any] | None = None
+
+    @property
+    def is_websocket_endpoint(self) -> bool:
+        return self.type == WEBSOCKET_ENDPOINT
 
     def to_wire(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "name": self.name, "url": self.url,
-                "sampleRate": self.sample_rate}
+        wire: dict[str, Any] = {"id": self.id, "type": self.type, "name": self.name,
+                                "url": self.url}
+        if self.is_websocket_endpoint:
+            wire["sampleRate"] = self.sample_rate
+        elif self.audio_encoding is not None:
+            wire["audioEncoding"] = self.audio_encoding
+        return wire
+
+
+#: The platform's media-stream configs by id, as the API app holds them (the simulator
+#: passes its own dict to `api.create_app`, so both see one store).
+CONFIGS: web.AppKey[dict[str, StoredConfig]] = web.AppKey("media_stream_configs", dict)
 
 
 def config_from_request(body: dict[str, Any],
                         config_id: str) -> StoredConfig | dict[str, list[str]]:
     """A config from a request body the spec accepted, or validationErrors for what the
-    simulator cannot serve (only WEBSOCKET_ENDPOINT configs, with a ws:// or wss:// URL)."""
-    if body["type"] != "WEBSOCKET_ENDPOINT":
-        return {"type": [f"{body['type']} configs are not simulated"]}
+    simulator cannot serve (a URL that is not ws:// or wss://, an unknown audioEncoding)."""
     if not str(body["url"]).startswith(("ws://", "wss://")):
         return {"url": ["must be a ws:// or wss:// URL"]}
-    return StoredConfig(config_id, body["type"], body["name"], body["url"],
-                        body.get("sampleRate", DEFAULT_SAMPLE_RATE))
+    if body["type"] == WEBSOCKET_ENDPOINT:
+        return StoredConfig(config_id, body["type"], body["name"], body["url"],
+                            body.get("sampleRate", DEFAULT_SAMPLE_RATE))
+    if body["type"] == MEDIA_STREAMING:
+        encoding = body.get("audioEncoding")
+        if encoding is not None and encoding not in AUDIO_ENCODINGS:
+            return {"audioEncoding": [f"must be one of {', '.join(AUDIO_ENCODINGS)}"]}
+        return StoredConfig(config_id, body["type"], body["name"], body["url"],
+                            audio_encoding=encoding, security_config=body.get("securityConfig"))
+    # The spec's discriminator admits only the two types above; kept as a guard.
+    return {"type": [f"{body['type']} configs are not simulated"]}
 
 
 def _config_in(request: web.Request, config_id: str) -> StoredConfig | web.Response:
@@ -70,11 +108,11 @@ def _config_in(request: web.Request, config_id: str) -> StoredConfig | web.Respo
 
 
 async def create_config(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    configs = request.app[CONFIGS]
     result = _config_in(request, new_config_id())
     if isinstance(result, web.Response):
         return result
-    sim.media_stream_configs[result.id] = result
+    configs[result.id] = result
     return web.json_response(result.to_wire(), status=201)
 
 
@@ -89,7 +127,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int | None:
 
 
 async def list_configs(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    configs = request.app[CONFIGS]
     page = _int_param(request, "page", 0)
     size = _int_param(request, "size", 20)
     problems: dict[str, list[str]] = {}
@@ -99,7 +137,7 @@ async def list_configs(request: web.Request) -> web.Response:
         problems["size"] = [f"must be an integer between 1 and {MAX_PAGE_SIZE}"]
     if problems or page is None or size is None:
         return bad_request("invalid paging parameters", problems)
-    items = list(sim.media_stream_configs.values())
+    items = list(configs.values())
     total = len(items)
     body = {"results": [c.to_wire() for c in items[page * size: (page + 1) * size]],
             "paging": {"page": page, "size": size, "totalPages": math.ceil(total / size),
@@ -109,27 +147,27 @@ async def list_configs(request: web.Request) -> web.Response:
 
 async def get_config(request: web.Request) -> web.Response:
     config_id = request.match_info["mediaStreamConfigId"]
-    config = request.app[SIM].media_stream_configs.get(config_id)
+    config = request.app[CONFIGS].get(config_id)
     if config is None:
         return not_found("media-stream config", config_id)
     return web.json_response(config.to_wire())
 
 
 async def update_config(request: web.Request) -> web.Response:
-    sim = request.app[SIM]
+    configs = request.app[CONFIGS]
     config_id = request.match_info["mediaStreamConfigId"]
-    if config_id not in sim.media_stream_configs:
+    if config_id not in configs:
         return not_found("media-stream config", config_id)
     result = _config_in(request, config_id)
     if isinstance(result, web.Response):
         return result
-    sim.media_stream_configs[config_id] = result
+    configs[config_id] = result
     return web.json_response(result.to_wire())
 
 
 async def delete_config(request: web.Request) -> web.Response:
     config_id = request.match_info["mediaStreamConfigId"]
-    config = request.app[SIM].media_stream_configs.pop(config_id, None)
+    config = request.app[CONFIGS].pop(config_id, None)
     if config is None:
         return not_found("media-stream config", config_id)
     return web.json_response(config.to_wire())

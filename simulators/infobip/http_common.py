@@ -9,14 +9,9 @@ dicts and deliberately not shared with the orchestrator's parser.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
-
-if TYPE_CHECKING:
-    from .simulator import InfobipSimulator
-
-SIM: web.AppKey[InfobipSimulator] = web.AppKey("infobip_simulator")
 
 #: request keys set by the middleware: the parsed body, or why it is not JSON
 JSON_KEY: web.RequestKey[Any] = web.RequestKey("sim_json", object)

@@ -1,12 +1,16 @@
 """The Infobip side of one media WebSocket: the caller's ear and mouth.
 
-Protocol (source: ../shared/reference/infobip-calls.md, "Media stream WebSocket"): Infobip
-connects to the gateway, sends the text frame `{"event": "websocket:connected",
+Protocol (source: Infobip's Calls API reference (https://www.infobip.com/docs/api), "Media stream
+WebSocket"): Infobip connects to the gateway, sends the text frame `{"event": "websocket:connected",
 "content-type": "audio/l16;rate=<rate>", <customData flattened>}`, then both sides exchange
 binary frames of 16-bit little-endian mono PCM, 20 ms each, and Infobip honours the text
 `{"action": "clear"}`. The sender keeps a steady 20 ms stream (silence when the caller says
 nothing) on an absolute schedule, so pacing never drifts. Usable standalone by gateway
 tests; `SimCall` drives one per WEBSOCKET dialog.
+
+`MediaLegOptions` can break, one at a time, the assumptions docs/protocol-assumptions.md
+lists for this socket (customData nested instead of flattened, no pong replies, no frames
+while the caller is silent), so `callbridge preflight --capture-call` is seen to report them.
 """
 
 from __future__ import annotations
@@ -19,18 +23,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Literal
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
 
 from shared.pcm import is_silent
 
 from .media_messages import FRAME_MS, connected_message, dtmf_message, frame_bytes, is_clear
 from .playout import Drop, Playout
-
-if TYPE_CHECKING:
-    from .script import CallScript
 
 log = logging.getLogger("simulators.infobip.media")
 
@@ -38,6 +41,45 @@ log = logging.getLogger("simulators.infobip.media")
 LATE_GAP_MS = 40.0
 #: Seconds the platform waits for the gateway's close frame before dropping the connection.
 CLOSE_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True)
+class MediaLegOptions:
+    """How this platform's media client departs from the assumed protocol (defaults: not)."""
+
+    #: "flat": customData keys at the top level of `websocket:connected` (the assumption);
+    #: "nested": under a `customData` object.
+    custom_data: Literal["flat", "nested"] = "flat"
+    #: False: WebSocket pings from the gateway get no pong (RFC 6455 5.5.2 says they must).
+    answer_pings: bool = True
+    #: True: no frame is sent while the caller is silent (instead of 20 ms of silence).
+    silence_suppression: bool = False
+
+
+class _PongWithholdingProtocol(ClientProtocol):
+    """websockets answers every ping inside its Sans-I/O protocol (`recv_frame` queues the
+    pong itself) and has no option to switch that off. Our client never sends a pong of its
+    own, so dropping every outgoing PONG frame here is exactly "does not answer pings";
+    everything else, including the ping reaching the connection's event stream, is
+    unchanged. https://websockets.readthedocs.io/en/stable/reference/sansio/client.html"""
+
+    pongs_withheld = 0
+
+    def send_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.PONG:
+            self.pongs_withheld += 1
+            return
+        super().send_frame(frame)
+
+
+class _NoPongConnection(ClientConnection):
+    """`connect(create_connection=...)` is websockets' documented hook for customising one
+    connection; it receives the Sans-I/O protocol `connect` built, whose class is switched to
+    the pong-withholding one above. Only connections made with this class are affected."""
+
+    def __init__(self, protocol: ClientProtocol, **kwargs: Any) -> None:
+        protocol.__class__ = _PongWithholdingProtocol
+        super().__init__(protocol, **kwargs)
 
 
 @dataclass
@@ -72,13 +114,14 @@ class MediaLeg:
 
     With `autoplay` (default) the caller's PCM starts streaming as soon as the socket is up,
     silence frames after it; `SimCall` turns it off and speaks when its script says so
-    (`play()`, `run_script()`)."""
+    (`play()`; `script.converse` drives a whole scripted caller)."""
 
     def __init__(self, url: str, sample_rate: int, custom_data: dict[str, str] | None = None,
                  caller_pcm: bytes = b"", extra_headers: dict[str, str] | None = None,
                  open_timeout: float = 5.0, marks: dict[str, float] | None = None,
-                 autoplay: bool = True) -> None:
+                 autoplay: bool = True, options: MediaLegOptions | None = None) -> None:
         self.url = url
+        self.options = options or MediaLegOptions()
         self.sample_rate = sample_rate
         self.custom_data = dict(custom_data or {})
         self.caller_pcm = caller_pcm
@@ -94,6 +137,8 @@ class MediaLeg:
         self.late_frames = GapStats()
         self.playout = Playout(sample_rate)
         self.sent_frames = 0
+        #: silent frames not sent (options.silence_suppression)
+        self.suppressed_frames = 0
         self.send_started_at: float | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -116,8 +161,11 @@ class MediaLeg:
         self._ws = await connect(self.url, additional_headers=self.extra_headers,
                                  open_timeout=self.open_timeout, compression=None,
                                  max_size=2**20, user_agent_header="Infobip-Sim",
-                                 close_timeout=CLOSE_TIMEOUT_S)
-        await self._ws.send(connected_message(self.sample_rate, self.custom_data))
+                                 close_timeout=CLOSE_TIMEOUT_S,
+                                 create_connection=None if self.options.answer_pings
+                                 else _NoPongConnection)
+        await self._ws.send(connected_message(self.sample_rate, self.custom_data,
+                                              self.options.custom_data))
         self.marks.setdefault("media_connected", time.time())
         if self.autoplay and self.caller_pcm:
             self._enqueue(self.caller_pcm)
@@ -127,6 +175,12 @@ class MediaLeg:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def pongs_withheld(self) -> int:
+        """Pings left unanswered (options.answer_pings False); 0 otherwise."""
+        protocol = self._ws.protocol if self._ws is not None else None
+        return protocol.pongs_withheld if isinstance(protocol, _PongWithholdingProtocol) else 0
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
         try:
@@ -179,15 +233,6 @@ class MediaLeg:
         self._speech.append(_Utterance(data + bytes(pad), done))
         return done
 
-    async def run_script(self, script: CallScript, hangup: bool = True) -> None:
-        """Behave like a scripted caller (greeting, speech, reply; see `script.converse`),
-        then hang up (1000) unless told not to. Use with autoplay=False."""
-        from .script import converse
-
-        await converse(self, script)
-        if hangup:
-            await self.hangup()
-
     async def send_dtmf(self, digit: str, duration_ms: int = 250) -> None:
         await self.send_text(dtmf_message(digit, duration_ms))
 
@@ -229,9 +274,14 @@ class MediaLeg:
                 delay = t0 + k * period - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await self._ws.send(self._next_frame())
-                self.sent_frames += 1
+                frame = self._next_frame()
                 k += 1
+                if self.options.silence_suppression and is_silent(frame):
+                    # the schedule still advances: speech resumes on the 20 ms grid
+                    self.suppressed_frames += 1
+                    continue
+                await self._ws.send(frame)
+                self.sent_frames += 1
         except websockets.ConnectionClosed:
             pass
         finally:

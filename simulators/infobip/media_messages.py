@@ -21,13 +21,26 @@ def frame_bytes(sample_rate: int) -> int:
     return sample_rate * FRAME_MS // 1000 * 2
 
 
-def connected_message(sample_rate: int, custom_data: dict[str, str] | None = None) -> str:
+#: Where `websocket:connected` carries the dialog's customData: "flat" (the assumption)
+#: or "nested" under a `customData` object (the alternative docs/protocol-assumptions.md
+#: names, for showing that `callbridge preflight` reports it).
+CUSTOM_DATA_LAYOUTS = ("flat", "nested")
+
+
+def connected_message(sample_rate: int, custom_data: dict[str, str] | None = None,
+                      layout: str = "flat") -> str:
     """The first text frame: `websocket:connected` with the dialog's `customData` keys
     flattened into it (assumption "media token location"; the two protocol keys win over a
-    customData key of the same name)."""
-    message: dict[str, Any] = dict(custom_data or {})
-    message["event"] = "websocket:connected"
-    message["content-type"] = f"audio/l16;rate={sample_rate}"
+    customData key of the same name), or with `layout="nested"` as one `customData` object
+    beside the two protocol keys."""
+    if layout not in CUSTOM_DATA_LAYOUTS:
+        raise ValueError(f"customData layout must be one of {CUSTOM_DATA_LAYOUTS}")
+    protocol = {"event": "websocket:connected", "content-type": f"audio/l16;rate={sample_rate}"}
+    message: dict[str, Any]
+    if layout == "nested":
+        message = {**protocol, "customData": dict(custom_data or {})}
+    else:
+        message = {**(custom_data or {}), **protocol}
     return orjson.dumps(message).decode()
 
 

@@ -1,7 +1,8 @@
 """What the caller actually hears: received audio played out at real time, `clear` honoured.
 
 The gateway may send agent audio faster than real time; the platform then buffers it and
-plays it at 1x. `{"action": "clear"}` (source: ../shared/reference/infobip-calls.md, media
+plays it at 1x. `{"action": "clear"}` (source: Infobip's Calls API reference
+(https://www.infobip.com/docs/api), media
 stream, "Stop playout of what was already sent") drops whatever was queued and not yet
 played. This pure model keeps, for each received chunk, the moment its playout starts, so a
 clear cuts exactly what had not been heard yet (sample-aligned) and records what it dropped.

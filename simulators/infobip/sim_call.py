@@ -3,7 +3,8 @@
 Everything that can end a call (the caller's script, the cap, REST hang-ups, the gateway
 closing the media socket) becomes a command processed in order by the call's life task, so
 the platform's events come out in one consistent order. Semantics (source:
-../shared/reference/infobip-calls.md): a dialog bridges the parent (the caller) to a child;
+Infobip's Calls API reference (https://www.infobip.com/docs/api)): a dialog bridges the parent (the
+caller) to a child;
 closing the media socket ends the child call, and with `propagationOptions.childCallHangup`
 (default true) the parent too (*inference* in the reference); `POST .../dialogs/{id}/hangup`
 ends every call in it.
@@ -30,7 +31,7 @@ from .calls import (
     dialog_event,
     live_call_event,
 )
-from .media_leg import MediaLeg
+from .media_leg import MediaLeg, MediaLegOptions
 from .script import CallScript, converse
 from .webhooks import OrderedSender, WebhookPoster
 
@@ -46,8 +47,10 @@ class SimCall:
     """A caller placed by the simulator. See `InfobipSimulator.place_call`."""
 
     def __init__(self, script: CallScript, ident: Identity, api_base_url: str,
-                 poster: WebhookPoster) -> None:
+                 poster: WebhookPoster, media_options: MediaLegOptions | None = None) -> None:
         self.script = script
+        #: how this caller's media client departs from the assumed protocol (default: not)
+        self.media_options = media_options or MediaLegOptions()
         self.ident = ident
         self.api_base_url = api_base_url
         self.parent = CallState(endpoint=script.endpoint(), from_=script.from_number,
@@ -167,7 +170,7 @@ class SimCall:
         rate = int(dialog.config["sampleRate"])
         leg = MediaLeg(dialog.config["url"], rate, dialog.child.custom_data,
                        caller_pcm=self.script.caller_pcm(rate), marks=self.timeline,
-                       autoplay=False)
+                       autoplay=False, options=self.media_options)
         self.leg = leg
         try:
             await leg.connect()

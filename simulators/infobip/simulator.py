@@ -19,10 +19,11 @@ from .calls import CallState, DialogState, Identity
 from .configs import CONFIG_PATH, StoredConfig, config_from_request, new_config_id
 from .faults import Faults
 from .http_common import RecordedRequest
+from .media_leg import MediaLegOptions
 from .script import CallScript
 from .sim_call import SimCall
 from .spec_validation import published_spec
-from .webhooks import WebhookAttempt, WebhookPoster
+from .webhooks import WebhookAttempt, WebhookHmacScheme, WebhookPoster
 
 log = logging.getLogger("simulators.infobip")
 
@@ -37,8 +38,13 @@ class InfobipSimulator:
                  webhook_hmac_secret: bytes | None = None, *, throttle: bool = False,
                  throttle_retry_after: float | None = None,
                  webhook_attempts: int = 4, webhook_backoff_s: float = 0.25,
-                 webhook_timeout_s: float = 5.0, ident: Identity | None = None) -> None:
+                 webhook_timeout_s: float = 5.0, ident: Identity | None = None,
+                 media_options: MediaLegOptions | None = None,
+                 webhook_hmac_scheme: WebhookHmacScheme | None = None) -> None:
         self.host = host
+        #: Media client behaviour of every call placed (MediaLegOptions: customData layout,
+        #: pong replies, silence suppression); settable before a call is placed.
+        self.media_options = media_options or MediaLegOptions()
         self.port = port
         self.api_key = api_key
         #: Emulate the platform's 20 dialog requests/s throttle with 429 (off by default:
@@ -60,7 +66,8 @@ class InfobipSimulator:
         self.dialogs: dict[str, tuple[SimCall, DialogState]] = {}
         self._poster = WebhookPoster(webhook_url, webhook_auth, webhook_hmac_secret,
                                      attempts=webhook_attempts, backoff_s=webhook_backoff_s,
-                                     timeout_s=webhook_timeout_s)
+                                     timeout_s=webhook_timeout_s,
+                                     hmac_scheme=webhook_hmac_scheme or WebhookHmacScheme())
         self._poster.spec_violations = self.spec_violations
         self._dialog_times: deque[float] = deque()
         self._runner: web.AppRunner | None = None
@@ -69,7 +76,7 @@ class InfobipSimulator:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(create_app(self), access_log=None)
+        self._runner = web.AppRunner(create_app(self, self.media_stream_configs), access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
@@ -134,7 +141,8 @@ class InfobipSimulator:
         """A caller rings: CALL_RECEIVED goes to the webhook; the rest follows the script."""
         if not self.base_url:
             raise RuntimeError("start() the simulator before placing calls")
-        call = SimCall(script or CallScript(), self.ident, self.base_url, self._poster)
+        call = SimCall(script or CallScript(), self.ident, self.base_url, self._poster,
+                       media_options=self.media_options)
         self.calls.append(call)
         self.parent_calls[call.call_id] = call
         call.start()

@@ -1,37 +1,39 @@
 """Posting call events to the subscribed webhook, as Infobip does: signed, retried, in order.
 
 Infobip retries slow or failed deliveries (count and backoff *unverified*,
-../shared/reference/infobip-calls.md "Webhooks"), so the ingress must tolerate duplicates;
+Infobip's Calls API reference (https://www.infobip.com/docs/api) "Webhooks"), so the ingress must
+tolerate duplicates;
 the simulator retries a connection error, a timeout, a 429 or a 5xx a bounded number of
 times with exponential backoff, and records every attempt in `sim.webhooks`.
-Security offered by Infobip subscriptions: HTTP Basic and HMAC (header names *unverified*,
-configurable in `shared.webhook_signing`); both are supported, alone or together.
+Security offered by Infobip subscriptions: HTTP Basic and HMAC; both are supported, alone or
+together.
 
 Every event is checked against the published spec's call event webhook schema when it is
 emitted (`spec_validation`): an event the spec rejects is a simulator bug, recorded in
 `spec_violations` and raised where the call produced it.
 
-Note on signing: `shared.webhook_signing` (the ingress's own HMAC scheme) is still used to
-sign, not to decide validity. Infobip's real HMAC header format is unpublished and another
-engineer owns webhook authentication; when that settles, the simulator should sign as
-Infobip does from its own code, not with the verifier's module
-(docs/protocol-assumptions.md, "Webhook HMAC").
+Signing is this module's own (`WebhookHmacScheme`, `sign_webhook`), deliberately NOT the
+ingress's verifier (shared/webhook_signing.py): Infobip publishes no HMAC header format
+(docs/protocol-assumptions.md, "Webhook HMAC header format"), so the simulator is told how
+to sign by its own settings, and tests pairing it with the ingress compare two independent
+implementations. A test scans this file's imports to keep it so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
-
-from shared.webhook_signing import sign_headers
 
 from .spec_validation import SpecViolation, published_spec
 
@@ -46,11 +48,84 @@ class WebhookAttempt(NamedTuple):
     at: float
 
 
+@dataclass(frozen=True)
+class WebhookHmacScheme:
+    """How the simulated subscription signs: which headers, what is signed (a template over
+    `{timestamp}` and `{body}`), hex or base64, a prefix, the hashlib algorithm name.
+
+    The defaults match callbridge's default ingress settings, so a stack started with only
+    a secret works; they are spelled out here, not imported, on purpose (module docstring).
+    """
+
+    header: str = "X-Callbridge-Signature"
+    timestamp_header: str | None = "X-Callbridge-Timestamp"   # None: no timestamp sent
+    template: str = "{timestamp}.{body}"
+    encoding: str = "hex"                                       # hex | base64
+    prefix: str = "sha256="
+    algorithm: str = "sha256"
+    #: send the timestamp in milliseconds instead of seconds
+    milliseconds: bool = False
+
+    KEYS = ("header", "timestamp-header", "template", "encoding", "prefix", "algorithm",
+            "milliseconds")
+
+    @classmethod
+    def parse(cls, items: Iterable[str]) -> WebhookHmacScheme:
+        """From `KEY=VALUE` items (the CLI's repeated --webhook-hmac-scheme), keys as in
+        KEYS; an empty timestamp-header or prefix means none. ValueError if malformed."""
+        values: dict[str, object] = {}
+        for item in items:
+            key, sep, value = item.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in cls.KEYS:
+                raise ValueError(f"{item!r} is not KEY=VALUE with KEY one of "
+                                 f"{', '.join(cls.KEYS)}")
+            if key == "timestamp-header":
+                values["timestamp_header"] = value.strip() or None
+            elif key == "milliseconds":
+                values["milliseconds"] = value.strip().lower() in ("1", "true", "yes")
+            else:
+                values[key] = value.strip() if key != "prefix" else value
+        scheme = cls(**values)  # type: ignore[arg-type]
+        scheme.check()
+        return scheme
+
+    def check(self) -> None:
+        """ValueError unless this scheme can sign anything."""
+        if self.encoding not in ("hex", "base64"):
+            raise ValueError(f"encoding {self.encoding!r}: hex or base64")
+        if self.algorithm not in hashlib.algorithms_available:
+            raise ValueError(f"algorithm {self.algorithm!r} is not a hashlib algorithm")
+        if self.template.count("{body}") != 1:
+            raise ValueError(f"template {self.template!r} needs {{body}} exactly once")
+        if "{timestamp}" in self.template and self.timestamp_header is None:
+            raise ValueError(f"template {self.template!r} signs {{timestamp}} but no "
+                             "timestamp-header is set")
+
+
+def sign_webhook(secret: bytes, body: bytes, scheme: WebhookHmacScheme,
+                 now: float | None = None) -> dict[str, str]:
+    """The headers a subscription following `scheme` adds to a delivery of `body`."""
+    when = time.time() if now is None else now
+    stamp = str(int(when * 1000) if scheme.milliseconds else int(when))
+    head, tail = scheme.template.split("{body}")
+    message = (head.replace("{timestamp}", stamp).encode("utf-8") + body
+               + tail.replace("{timestamp}", stamp).encode("utf-8"))
+    digest = hmac.digest(secret, message, scheme.algorithm)
+    encoded = (base64.b64encode(digest).decode("ascii") if scheme.encoding == "base64"
+               else digest.hex())
+    headers = {scheme.header: scheme.prefix + encoded}
+    if scheme.timestamp_header is not None:
+        headers[scheme.timestamp_header] = stamp
+    return headers
+
+
 @dataclass
 class WebhookPoster:
     url: str | None
     auth: tuple[str, str] | None = None
     hmac_secret: bytes | None = None
+    hmac_scheme: WebhookHmacScheme = field(default_factory=WebhookHmacScheme)
     attempts: int = 4
     backoff_s: float = 0.25
     timeout_s: float = 5.0
@@ -84,7 +159,8 @@ class WebhookPoster:
             if basic is not None:
                 headers["Authorization"] = basic
             if self.hmac_secret:
-                headers.update(sign_headers(self.hmac_secret, body))
+                # Signed per attempt, as a sender stamping the send time would.
+                headers.update(sign_webhook(self.hmac_secret, body, self.hmac_scheme))
             try:
                 async with self._session.post(self.url, data=body, headers=headers) as resp:
                     await resp.read()

@@ -1,4 +1,4 @@
-"""OpenAI Realtime API simulator, GA protocol only (../shared/reference/openai-realtime.md).
+"""OpenAI Realtime API simulator, GA protocol only (https://platform.openai.com/docs/api-reference/realtime).
 
 ```python
 rt = RealtimeSimulator(api_key="sk-sim", speed=4.0)   # script=[Reply(...), ...]

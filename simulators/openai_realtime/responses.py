@@ -1,6 +1,7 @@
 """One model response, streamed with the live server's event order.
 
-Order (../shared/reference/openai-realtime.md, "Events a bridge needs"): response.created ->
+Order (the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime), "Events
+a bridge needs"): response.created ->
 response.output_item.added -> conversation.item.added -> response.content_part.added (part
 type audio) -> response.output_audio.delta ... -> response.output_audio_transcript.delta ...
 / .done -> response.output_audio.done -> response.content_part.done -> conversation.item.done

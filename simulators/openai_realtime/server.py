@@ -2,7 +2,8 @@
 
 `ws://host:port/v1/realtime?model=<model>`. As on the live endpoint the upgrade always
 succeeds (101) and a failure is an `error` event followed at once by a close frame whose code
-says whether it is fatal (../shared/reference/openai-realtime.md, "The beta interface is
+says whether it is fatal (the Realtime API reference
+(https://platform.openai.com/docs/api-reference/realtime), "The beta interface is
 switched off"): bad/missing key -> 3000, `OpenAI-Beta: realtime=v1` -> 4000, bad/missing model
 -> 4000. Fault hooks (drop_all, expire_all, refuse_next, stall) serve the gateway's reconnect
 tests and the fault suite.

@@ -2,7 +2,8 @@
 
 The server hands each text frame to `RealtimeSession.handle` and gives it a `send` coroutine;
 everything the session emits is recorded in its `SimSession`. Protocol facts are from
-../shared/reference/openai-realtime.md unless a comment says otherwise.
+the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime) unless a
+comment says otherwise.
 """
 
 from __future__ import annotations

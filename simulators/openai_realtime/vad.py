@@ -1,7 +1,7 @@
 """Energy voice-activity detection on PCM16 (pure: bytes in, events out).
 
 The live server_vad is a model; this is a plain RMS detector good enough to turn real speech
-clips into turns. It honours the server_vad knobs (ref: ../shared/reference/openai-realtime.md
+clips into turns. It honours the server_vad knobs (ref: the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime)
 "session.update"): `threshold` (0..1) maps to an RMS level, `prefix_padding_ms` moves the
 reported start earlier, `silence_duration_ms` of quiet ends the turn. Times are milliseconds
 of audio appended since the session began, as the live `audio_start_ms`/`audio_end_ms` are.

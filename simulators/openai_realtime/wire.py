@@ -2,8 +2,8 @@
 
 Every server event is a dict whose FIRST key is `type` and second `event_id`: the gateway's
 `shared.realtime_events.peek_type` relies on `type` being the first "type" in the text, as it
-is on the live server (../shared/reference/openai-realtime.md). Ids are cheap counters with a
-per-process prefix, shaped like the real ones (`event_…`, `item_…`, `resp_…`).
+is on the live server (https://platform.openai.com/docs/api-reference/realtime). Ids are cheap
+counters with a per-process prefix, shaped like the real ones (`event_…`, `item_…`, `resp_…`).
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def error_event(code: str, message: str, param: str | None = None,
                 err_type: str = "invalid_request_error") -> dict[str, Any]:
     """`{"type":"error","event_id",..,"error":{type, code, message, param, event_id}}`.
 
-    Shape from ../shared/reference/openai-realtime.md ("Error event"); `error.event_id` is the
+    Shape from the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime)
+    ("Error event"); `error.event_id` is the
     client event that caused it (null for server-initiated errors such as session_expired).
     """
     return event("error", error={"type": err_type, "code": code, "message": message,
