@@ -6,9 +6,11 @@
 # downloaded; without wheels (a fresh clone: *.whl are not committed) pip fetches the locked
 # files from the index. Dependencies are installed before the sources are copied, so a code
 # change rebuilds one small layer, not the dependency layer.
-# Only `services` and `shared` go in: the simulators, the benchmarks and the packages only they
-# need (pyproject's `sim`/`test` extras) stay in the source checkout; the build fails if
-# `simulators` or `bench` is importable in the final image.
+# Only `services` and `shared` go in, installed as `callbridge.services` and
+# `callbridge.shared` (the package's links to them are made here, not copied, so the
+# simulators' link never enters the image): the simulators, the benchmarks and the packages
+# only they need (pyproject's `sim`/`test` extras) stay in the source checkout; the build
+# fails if `callbridge.simulators` or `bench` is importable in the final image.
 # Final: the slim runtime, the virtualenv (without pip: nothing is installed at run time),
 # a non-root user; no compilers, no pip cache. Base images: the official ones, or on a
 # machine without a registry the stand-ins deploy/offline-images.sh builds (same tags).
@@ -29,6 +31,8 @@ RUN python -m venv /opt/venv \
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY shared ./shared
+COPY callbridge/__init__.py ./callbridge/__init__.py
+RUN ln -s ../services callbridge/services && ln -s ../shared callbridge/shared
 # --no-deps: every dependency came from the lock above. Offline, the build backend
 # (setuptools) comes from deploy/wheels too.
 RUN if ls deploy/wheels/*.whl >/dev/null 2>&1; then \
@@ -47,14 +51,15 @@ WORKDIR /app
 USER callbridge
 # The image as it will run: the console script works, the services import, and neither the
 # simulators nor the benchmarks are there.
-RUN for pkg in simulators bench; do \
+RUN for pkg in callbridge.simulators bench simulators services shared; do \
       if python -c "import $pkg" 2>/dev/null; then \
         echo "Dockerfile: '$pkg' is importable in the production image; it must not be" >&2; \
         exit 1; \
       fi; \
     done \
  && callbridge --help >/dev/null \
- && python -c "import services.cli, services.webhook_ingress, services.call_orchestrator, services.media_gateway, shared"
+ && python -c "import callbridge.services.cli, callbridge.services.webhook_ingress, \
+callbridge.services.call_orchestrator, callbridge.services.media_gateway, callbridge.shared"
 EXPOSE 8080 8090 9101
 ENTRYPOINT ["callbridge"]
 CMD ["--help"]

@@ -69,6 +69,6 @@ if [ "$(cat "$project_stamp" 2>/dev/null)" != "$project_digest" ] \
   }
   echo "$project_digest" > "$project_stamp"
 fi
-.venv/bin/python -c 'import services.cli, arq, redis, aiohttp, websockets, soxr' \
+.venv/bin/python -c 'import callbridge.services.cli, arq, redis, aiohttp, websockets, soxr' \
   || { echo "[bootstrap] the virtualenv is incomplete; see pip's output above" >&2; exit 1; }
 echo "[bootstrap] ready: $(.venv/bin/python --version), $(redis-server --version | cut -d' ' -f3)" >&2

@@ -16,13 +16,13 @@ from typing import Any, NoReturn
 
 # (module with `register(subparsers)`) in the order `--help` lists them.
 _COMMAND_MODULES = (
-    "services.webhook_ingress.cli",
-    "services.call_orchestrator.cli",
-    "services.media_gateway.cli",
-    "simulators.cli",
-    "services.demo.cli",
-    "services.stack.cli",
-    "services.ops.cli",
+    "callbridge.services.webhook_ingress.cli",
+    "callbridge.services.call_orchestrator.cli",
+    "callbridge.services.media_gateway.cli",
+    "callbridge.simulators.cli",
+    "callbridge.services.demo.cli",
+    "callbridge.services.stack.cli",
+    "callbridge.services.ops.cli",
 )
 
 DESCRIPTION = """\
@@ -37,9 +37,11 @@ Every subcommand has its own --help. Settings come from the environment or a .en
 """
 
 
-# The production image installs only `services` and `shared` (Dockerfile): the simulators,
-# and the PyPI packages only they need (pyproject's `sim` extra), live in a source checkout.
-_SIM_MODULES = ("simulators", "openai", "jsonschema")
+# The production image installs only `callbridge.services` and `callbridge.shared`
+# (Dockerfile): the simulators, and the PyPI packages only they need (pyproject's `sim`
+# extra), live in a source checkout.
+_SIMULATORS = "callbridge.simulators"
+_SIM_EXTRA_MODULES = ("openai", "jsonschema")
 _NO_SIMULATORS = (
     "callbridge {command}: the simulators are not installed in this image (the production "
     "image carries only the services); run them from a source checkout: "
@@ -52,7 +54,12 @@ _NO_SIM_EXTRA = (
 
 
 def simulators_installed() -> bool:
-    return importlib.util.find_spec("simulators") is not None
+    return importlib.util.find_spec(_SIMULATORS) is not None
+
+
+def _is_simulators(missing: str | None) -> bool:
+    """True when the module that could not be found is the simulators package (or in it)."""
+    return (missing or "") == _SIMULATORS or (missing or "").startswith(_SIMULATORS + ".")
 
 
 def require_simulators(command: str) -> None:
@@ -89,8 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if not (name.startswith("simulators.")
-                    and (exc.name or "").partition(".")[0] == "simulators"):
+            if not (name.startswith(_SIMULATORS + ".") and _is_simulators(exc.name)):
                 raise
             _register_sim_unavailable(sub)
             continue
@@ -109,10 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ModuleNotFoundError as exc:
         # A command reached for the simulators (`stack` simulating, `demo`) or their extra.
-        root = (exc.name or "").partition(".")[0]
-        if root == "simulators":
+        if _is_simulators(exc.name):
             _no_simulators(args.command)
-        if root in _SIM_MODULES:
+        root = (exc.name or "").partition(".")[0]
+        if root in _SIM_EXTRA_MODULES:
             raise SystemExit(_NO_SIM_EXTRA.format(command=args.command, module=root)) from None
         raise
     return int(result or 0)

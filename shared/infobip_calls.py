@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.infobip_events import Call, Platform
+from callbridge.shared.infobip_events import Call, Platform
 
 
 class _Wire(BaseModel):

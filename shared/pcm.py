@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from shared.infobip_media import SAMPLE_WIDTH
+from callbridge.shared.infobip_media import SAMPLE_WIDTH
 
 __all__ = ["SAMPLE_WIDTH", "SILENCE_RMS", "is_silent", "ms_of", "read_wav", "resample", "rms",
            "samples", "silence", "write_wav"]

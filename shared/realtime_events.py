@@ -22,7 +22,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.profiles import AgentProfile
+from callbridge.shared.profiles import AgentProfile
 
 MODEL_RATE = 24000  # GA `audio/pcm` is 24 kHz only
 #: `audio/pcm` is 16-bit little-endian mono.

@@ -95,7 +95,7 @@ class RedisServer:
     @property
     def url(self) -> str:
         """The URL clients use; it carries the password when there is one (redact it
-        before printing: shared.logging_setup.redact)."""
+        before printing: callbridge.shared.logging_setup.redact)."""
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 

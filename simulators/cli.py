@@ -16,9 +16,9 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from shared import event_loop
+from callbridge.shared import event_loop
 
-log = logging.getLogger("simulators.cli")
+log = logging.getLogger(__name__)
 
 SIM_DESCRIPTION = """\
 Run a faithful stand-in for one of the platforms callbridge talks to, on this machine.
@@ -157,7 +157,7 @@ async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
 
 
 def run_infobip(args: argparse.Namespace) -> int:
-    from shared.logging_setup import setup_logging
+    from callbridge.shared.logging_setup import setup_logging
 
     setup_logging("sim-infobip", args.log_level, args.log_format)
     if (args.webhook_user is None) != (args.webhook_password is None):
@@ -167,7 +167,7 @@ def run_infobip(args: argparse.Namespace) -> int:
         print("--place needs --webhook-url (where CALL_RECEIVED is posted)", file=sys.stderr)
         return 2
     if args.webhook_hmac_scheme:
-        from simulators.infobip.webhooks import WebhookHmacScheme
+        from callbridge.simulators.infobip.webhooks import WebhookHmacScheme
         try:
             args.webhook_hmac_scheme = WebhookHmacScheme.parse(args.webhook_hmac_scheme)
         except ValueError as exc:
@@ -177,8 +177,8 @@ def run_infobip(args: argparse.Namespace) -> int:
 
 
 async def _serve_infobip(args: argparse.Namespace) -> None:
-    from simulators.infobip import CallScript, InfobipSimulator
-    from simulators.infobip.media_leg import MediaLegOptions
+    from callbridge.simulators.infobip import CallScript, InfobipSimulator
+    from callbridge.simulators.infobip.media_leg import MediaLegOptions
 
     auth = (args.webhook_user, args.webhook_password) if args.webhook_user else None
     secret = args.webhook_hmac_secret.encode() if args.webhook_hmac_secret else None
@@ -221,10 +221,12 @@ async def _report_when_done(call: Any) -> None:
 
 
 def run_openai(args: argparse.Namespace) -> int:
-    from shared.logging_setup import setup_logging
+    from callbridge.shared.logging_setup import setup_logging
 
     setup_logging("sim-openai", args.log_level, args.log_format)
-    from simulators.openai_realtime import serve_forever  # owned by the Realtime simulator
+    from callbridge.simulators.openai_realtime import (
+        serve_forever,  # owned by the Realtime simulator
+    )
 
     print(f"OpenAI Realtime simulator on ws://{args.host}:{args.port}/v1/realtime; "
           "Ctrl-C to stop", flush=True)

@@ -20,7 +20,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from shared.redis_server import RedisServer
+from callbridge.shared.redis_server import RedisServer
 
 
 @dataclass

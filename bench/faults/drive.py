@@ -17,9 +17,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.faults.stack import webhook_headers
-from shared import redis_keys
-from simulators import ASSETS_DIR
-from simulators.infobip import CallScript, InfobipSimulator, MediaLeg, SimCall
+from callbridge.shared import redis_keys
+from callbridge.simulators import ASSETS_DIR
+from callbridge.simulators.infobip import CallScript, InfobipSimulator, MediaLeg, SimCall
 
 CALLER_WAV = ASSETS_DIR / "caller_order_status.wav"
 
@@ -202,7 +202,7 @@ async def issue_token(client: aioredis.Redis, call_id: str, ttl_s: int = 120) ->
 async def open_leg(client: aioredis.Redis, url: str, rate: int = 16000,
                    speech: bool = False) -> tuple[MediaLeg, str]:
     """A connected MediaLeg with a valid token; streams silence (or the caller's speech)."""
-    from shared.pcm import read_wav, resample
+    from callbridge.shared.pcm import read_wav, resample
 
     call_id = f"fault-leg-{uuid.uuid4()}"
     token = await issue_token(client, call_id)

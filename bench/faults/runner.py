@@ -30,7 +30,7 @@ from pathlib import Path
 from bench.faults.report import Row, table, to_json
 from bench.faults.stack import FaultOptions, FaultStack
 
-log = logging.getLogger("bench.faults")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -22,9 +22,9 @@ from bench.faults.drive import WebhookDriver, issue_token, open_leg, wait_async,
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import BASIC_HEADER, FaultOptions, FaultStack, decode
-from shared import redis_keys
-from shared.infobip_media import build_connected
-from simulators.infobip import CallScript
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_media import build_connected
+from callbridge.simulators.infobip import CallScript
 
 IDLE_S, KEEPALIVE_S, CAP = 3.0, 2.0, 3
 MALFORMED: list[bytes | str] = [

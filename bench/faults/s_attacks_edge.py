@@ -31,9 +31,9 @@ from bench.faults.drive import post_raw, probe_body
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, webhook_headers
-from services.stack.haproxy import EdgeLimits
-from shared import redis_keys
-from shared.redis_server import RedisServer, free_port
+from callbridge.services.stack.haproxy import EdgeLimits
+from callbridge.shared import redis_keys
+from callbridge.shared.redis_server import RedisServer, free_port
 
 ALLOWED, ATTACKER = "127.0.0.2", "127.0.0.3"
 
@@ -48,7 +48,7 @@ def _ingress(env: dict[str, str], cwd: Path, wait_listening: bool = False
             if not k.startswith(("WEBHOOK_", "INGRESS_", "REDIS_URL"))}
     full = {**base, "LOG_FORMAT": "text", "INGRESS_PORT": str(free_port()),
             "INGRESS_DRAIN_DELAY_S": "0", **env}
-    argv = [sys.executable, "-m", "services.cli", "ingress"]
+    argv = [sys.executable, "-m", "callbridge.services.cli", "ingress"]
     if not wait_listening:
         done = subprocess.run(argv, cwd=cwd, env=full, capture_output=True, text=True,
                               timeout=30, check=False)

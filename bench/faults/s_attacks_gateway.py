@@ -48,9 +48,9 @@ from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.silence import max_frame_gap
 from bench.faults.stack import FaultOptions, FaultStack, decode, rss_kb
-from shared import redis_keys
-from shared.infobip_media import build_connected, build_dtmf
-from simulators.infobip import CallScript
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_media import build_connected, build_dtmf
+from callbridge.simulators.infobip import CallScript
 
 RATE = 16000
 FRAME = RATE * 20 // 1000 * 2  # 640 bytes: 20 ms at 16 kHz

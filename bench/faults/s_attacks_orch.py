@@ -24,7 +24,7 @@ from bench.faults.drive import dialogs_of, finish_all, post_raw, script, wait_as
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, decode
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
 #: The only paths the orchestrator may call (ids as the door admits them).
 ALLOWED_PATHS = re.compile(

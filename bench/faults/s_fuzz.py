@@ -25,7 +25,7 @@ from bench.faults.drive import open_leg, post_raw, wait_for
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, webhook_headers
-from simulators.infobip import CallScript, MediaLeg
+from callbridge.simulators.infobip import CallScript, MediaLeg
 
 ALLOWED = {200, 400, 413, 415}
 

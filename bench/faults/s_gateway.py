@@ -22,8 +22,8 @@ from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.silence import max_frame_gap
 from bench.faults.stack import FaultOptions, FaultStack, decode
-from shared import redis_keys
-from simulators.infobip import CallScript, SimCall
+from callbridge.shared import redis_keys
+from callbridge.simulators.infobip import CallScript, SimCall
 
 UNDISTURBED_GAP_MS = 300.0
 LOST_BOUND_S = 10.0

@@ -17,8 +17,8 @@ from bench.faults.drive import wait_async, wait_for
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, decode, rss_kb, socket_count
-from shared import redis_keys
-from simulators.infobip import CallScript, SimCall
+from callbridge.shared import redis_keys
+from callbridge.simulators.infobip import CallScript, SimCall
 
 PER_CALL = (":call:", ":session:", ":transcript:", ":dialog-claim:", ":media-token:",
             ":transfer-claim:", "arq:job:", "arq:result:", "arq:retry:", "arq:in-progress:")

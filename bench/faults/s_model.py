@@ -16,9 +16,9 @@ from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.silence import first_audible_after, max_frame_gap, silence_in
 from bench.faults.stack import FaultOptions, decode
-from shared import redis_keys
-from simulators.infobip import SimCall
-from simulators.openai_realtime import RealtimeSimulator, SimSession
+from callbridge.shared import redis_keys
+from callbridge.simulators.infobip import SimCall
+from callbridge.simulators.openai_realtime import RealtimeSimulator, SimSession
 
 HOLD_LIMIT_MS = 1500
 TOLERANCE_MS = 100  # a frame period plus pacer ticks and event-loop lag on a shared box

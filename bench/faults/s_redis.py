@@ -27,7 +27,7 @@ from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.silence import max_frame_gap
 from bench.faults.stack import FaultOptions, decode
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
 
 async def kill_always(ctx: Ctx, row: Row) -> None:

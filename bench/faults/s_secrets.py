@@ -26,7 +26,7 @@ from bench.faults.drive import post_raw, probe_body
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import BASIC_USER, SECRETS, FaultOptions, webhook_headers
-from simulators.infobip import CallScript
+from callbridge.simulators.infobip import CallScript
 
 
 def needles() -> dict[str, str]:
@@ -53,7 +53,7 @@ def _ops_command_output(redis_url: str, *args: str) -> subprocess.CompletedProce
     """An ops command pointed at an unreachable Redis with the password in its URL: its
     error message names the URL (redacted)."""
     env = {"REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "callbridge.services.cli", *args], env=env,
                           capture_output=True, text=True, timeout=30, check=False)
 
 

@@ -20,10 +20,10 @@ from bench.faults.drive import dialogs_of, finish_all, place_calls, post_raw, sc
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
 from bench.faults.stack import FaultOptions, FaultStack, decode
-from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
-from shared import redis_keys
-from shared.redis_server import free_port
-from simulators.infobip import CallScript, InfobipSimulator, SimCall
+from callbridge.services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
+from callbridge.shared import redis_keys
+from callbridge.shared.redis_server import free_port
+from callbridge.simulators.infobip import CallScript, InfobipSimulator, SimCall
 
 
 async def _replay(stack: FaultStack, from_id: str, to_id: str) -> tuple[int, str]:

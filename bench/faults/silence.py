@@ -5,7 +5,8 @@ Two measures (README.md, "Longest caller silence"):
 - `silence_in(leg, start, end)`: on the caller's playout clock — each received 20 ms frame
   plays at max(its arrival, the end of the frame before it), as Infobip plays a stream — the
   longest stretch inside [start, end] during which nothing audible played (no frame at all,
-  or frames under `shared.pcm.is_silent`'s threshold). Used from a fault that hit a live call
+  or frames under `callbridge.shared.pcm.is_silent`'s threshold). Used from a fault that hit a live
+  call
   until the call recovered (the agent heard again) or ended: it is the gap the fault caused.
 - `max_frame_gap(leg, start, end)`: the longest time between two consecutive received frames
   while the leg was open. The gateway streams a steady 20 ms stream (silence filler
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import itertools
 
-from shared.infobip_media import FRAME_MS
-from shared.pcm import is_silent
-from simulators.infobip import MediaLeg
+from callbridge.shared.infobip_media import FRAME_MS
+from callbridge.shared.pcm import is_silent
+from callbridge.simulators.infobip import MediaLeg
 
 _FRAME_S = FRAME_MS / 1000.0
 

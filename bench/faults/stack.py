@@ -16,12 +16,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from services.stack.haproxy import EdgeLimits
-from services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
-from services.stack.runner import LocalStack, StackOptions
-from services.stack.simulated import SimulatorSettings
-from shared.redis_server import free_port
-from shared.webhook_signing import sign_headers
+from callbridge.services.stack.haproxy import EdgeLimits
+from callbridge.services.stack.processes import ManagedProcess, ProcessSpec, callbridge_argv
+from callbridge.services.stack.runner import LocalStack, StackOptions
+from callbridge.services.stack.simulated import SimulatorSettings
+from callbridge.shared.redis_server import free_port
+from callbridge.shared.webhook_signing import sign_headers
 
 # Distinctive values: nothing else in a log line could contain them by chance.
 INFOBIP_KEY = "FAULTSECRET-infobip-7f3a9c1e55d24b08"

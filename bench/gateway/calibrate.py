@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from shared import event_loop
+from callbridge.shared import event_loop
 
 #: The benchmark's two cores: the process under test on one, the load on the other.
 GATEWAY_CORE, LOAD_CORE = "0", "1"

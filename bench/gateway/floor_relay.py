@@ -34,9 +34,9 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from shared import event_loop
-from shared.infobip_media import frame_bytes
-from shared.realtime_events import MODEL_RATE
+from callbridge.shared import event_loop
+from callbridge.shared.infobip_media import frame_bytes
+from callbridge.shared.realtime_events import MODEL_RATE
 
 FRAME = frame_bytes(MODEL_RATE)  # 20 ms at the model's rate, the only one the floor relays
 _DELTA = b'"response.output_audio.delta"'

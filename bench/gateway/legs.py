@@ -1,6 +1,6 @@
 """Load generator: `calls` simulated Infobip media legs in one process (run by run.py).
 
-Each leg speaks the Infobip media protocol exactly as `simulators.infobip.MediaLeg` does
+Each leg speaks the Infobip media protocol exactly as `callbridge.simulators.infobip.MediaLeg` does
 (docs/protocol-assumptions.md, "Infobip media WebSocket"): WebSocket handshake,
 the `websocket:connected` text frame with the one-time token in its customData, then 20 ms
 binary frames of 16-bit PCM on an absolute schedule, silence when the caller says nothing;
@@ -40,12 +40,12 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from shared import event_loop, redis_keys
-from shared.infobip_media import FRAME_MS, build_connected, frame_bytes, is_clear
-from shared.pcm import read_wav, resample
-from shared.ws_close_codes import NORMAL_CLOSURE
-from simulators import ASSETS_DIR
-from simulators.infobip.media_leg import LATE_GAP_MS
+from callbridge.shared import event_loop, redis_keys
+from callbridge.shared.infobip_media import FRAME_MS, build_connected, frame_bytes, is_clear
+from callbridge.shared.pcm import read_wav, resample
+from callbridge.shared.ws_close_codes import NORMAL_CLOSURE
+from callbridge.simulators import ASSETS_DIR
+from callbridge.simulators.infobip.media_leg import LATE_GAP_MS
 
 FRAME_S = FRAME_MS / 1000.0
 TICK_S = 0.005

@@ -43,8 +43,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.gateway import calibrate
 from bench.gateway.calibrate import GATEWAY_CORE, LOAD_CORE, pin
-from shared.realtime_events import MODEL_RATE
-from shared.redis_server import RedisServer, free_port
+from callbridge.shared.realtime_events import MODEL_RATE
+from callbridge.shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS_PER_GENERATOR = 75
@@ -166,7 +166,7 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
     py = sys.executable
     sim_port, gw_port = free_port(), free_port()
     quiet = {**os.environ, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
-    sim = subprocess.Popen([*pin(LOAD_CORE), py, "-m", "services.cli", "sim", "openai",
+    sim = subprocess.Popen([*pin(LOAD_CORE), py, "-m", "callbridge.services.cli", "sim", "openai",
                             "--port", str(sim_port), "--speed", "4", "--log-level", "WARNING"],
                            cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL)
     env = {**quiet, "REDIS_URL": redis_url, "OPENAI_API_KEY": "sk-sim",
@@ -175,7 +175,7 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
            "GATEWAY_MAX_SESSIONS": str(calls + 10), "DRAIN_TIMEOUT_S": "2",
            "IDLE_TIMEOUT_S": "30", "GATEWAY_ID": f"bench-{calls}"}
     profile = ["-m", "cProfile", "-o", f"{args.profile}.{calls}"] if args.profile else []
-    relay = ["-m", "services.cli", "gateway"] if args.relay == "gateway" else \
+    relay = ["-m", "callbridge.services.cli", "gateway"] if args.relay == "gateway" else \
         ["-m", "bench.gateway.floor_relay"]
     gateway = subprocess.Popen([*pin(GATEWAY_CORE), py, *profile, *relay], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL)

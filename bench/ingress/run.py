@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from shared.redis_server import RedisServer, free_port
+from callbridge.shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CORE, CLIENT_CORE = "0", "1"

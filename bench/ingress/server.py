@@ -4,7 +4,7 @@
   single   - the same app with INGRESS_COALESCE=false: one awaited XADD per request
   noop     - a bare aiohttp handler that reads the body and answers 200 (stores nothing)
 
-All three run through services.webhook_ingress.server.serve (same runner, same uvloop
+All three run through callbridge.services.webhook_ingress.server.serve (same runner, same uvloop
 choice), so the only difference is the handler's work. Prints `READY <port>` when listening.
 """
 
@@ -16,10 +16,10 @@ import sys
 
 from aiohttp import web
 
-from services.webhook_ingress.config import IngressSettings
-from services.webhook_ingress.server import serve
-from shared.event_loop import loop_factory
-from shared.logging_setup import setup_logging
+from callbridge.services.webhook_ingress.config import IngressSettings
+from callbridge.services.webhook_ingress.server import serve
+from callbridge.shared.event_loop import loop_factory
+from callbridge.shared.logging_setup import setup_logging
 
 VARIANTS = ("durable", "single", "noop")
 

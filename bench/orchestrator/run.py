@@ -1,7 +1,8 @@
 """Webhook received -> dialog request at the Calls API, at a steady rate of new calls.
 
 Setup (all on 127.0.0.1): a private redis-server; ONE orchestrator process
-(`python -m services.call_orchestrator orchestrator`, exactly what production runs); in this
+(`python -m callbridge.services.call_orchestrator orchestrator`, exactly what production runs); in
+this
 process the Infobip simulator (calls connect their WEBSOCKET leg without a gateway and
 hang up after `--call-s`) and a minimal stand-in for the webhook ingress that XADDs each
 webhook to the events stream with `received_at`, as the ingress does. Every follow-up
@@ -26,10 +27,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from shared import redis_keys
-from shared.infobip_events import CallsEvent
-from shared.redis_server import RedisServer, free_port
-from simulators.infobip import CallScript, InfobipSimulator
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_events import CallsEvent
+from callbridge.shared.redis_server import RedisServer, free_port
+from callbridge.simulators.infobip import CallScript, InfobipSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -137,7 +138,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                "ORCHESTRATOR_LOCAL_START": "false" if args.no_local_start else "true"}
         prof = ["-m", "cProfile", "-o", args.profile] if args.profile else []
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *prof, "-m", "services.call_orchestrator", "orchestrator",
+            sys.executable, *prof, "-m", "callbridge.services.call_orchestrator", "orchestrator",
             cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL)
         try:

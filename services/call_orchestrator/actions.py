@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import logging
 
-from shared import redis_keys
-from shared.infobip_calls import (
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_calls import (
     ChildCallRequest,
     DialogRequest,
     PhoneEndpoint,
@@ -33,7 +33,7 @@ from . import call_record
 from .dialogs import claim_or_resolve, post_dialog
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.actions")
+log = logging.getLogger(__name__)
 
 
 def build_transfer_dialog(call_id: str, number: str, called_number: str | None

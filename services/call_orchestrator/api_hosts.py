@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from .metrics import API_BASE_REFUSED
 
-log = logging.getLogger("callbridge.orchestrator.api_hosts")
+log = logging.getLogger(__name__)
 
 DEFAULT_API_HOSTS = ("api.infobip.com", "*.api.infobip.com")
 

@@ -18,15 +18,15 @@ import time
 
 import orjson
 
-from shared import redis_keys
-from shared.infobip_calls import (
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_calls import (
     ChildCallRequest,
     DialogRequest,
     PropagationOptions,
     WebsocketEndpoint,
 )
-from shared.infobip_events import CallsEvent
-from shared.infobip_media import CALL_ID_KEY, PROFILE_KEY, TOKEN_KEY
+from callbridge.shared.infobip_events import CallsEvent
+from callbridge.shared.infobip_media import CALL_ID_KEY, PROFILE_KEY, TOKEN_KEY
 
 from . import call_record
 from .calls_api import DIALOGS_SCOPE

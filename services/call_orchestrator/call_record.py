@@ -19,7 +19,7 @@ import time
 
 from redis.asyncio import Redis
 
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
 RANK = {
     "received": 0, "dialog_requested": 1, "dialog_created": 2, "established": 3,

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from shared.infobip_calls import DialogRequest, DialogResponse, parse_error_body
+from callbridge.shared.infobip_calls import DialogRequest, DialogResponse, parse_error_body
 
 from .api_hosts import DEFAULT_API_HOSTS, ApiBasePolicy
 from .metrics import API_LATENCY

@@ -98,8 +98,8 @@ def register(subparsers: Any) -> None:
 
 
 def _orchestrator(args: argparse.Namespace) -> int:
-    from shared.logging_setup import setup_logging
-    from shared.settings import load_settings
+    from callbridge.shared.logging_setup import setup_logging
+    from callbridge.shared.settings import load_settings
 
     from .config import OrchestratorSettings
     from .service import serve
@@ -123,15 +123,15 @@ def _run_tool(body: Callable[[Any], Awaitable[int]]) -> int:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from shared.logging_setup import redact
-    from shared.settings import CommonSettings, load_settings
+    from callbridge.shared.logging_setup import redact
+    from callbridge.shared.settings import CommonSettings, load_settings
 
     settings = load_settings(CommonSettings)
 
     async def main() -> int:
         from arq.connections import RedisSettings, create_pool
 
-        from shared.jobs import ARQ_SERIALIZERS
+        from callbridge.shared.jobs import ARQ_SERIALIZERS
 
         rs = RedisSettings.from_dsn(settings.redis_url)
         rs.conn_retries = 0

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import CommonSettings, InfobipSettings
+from callbridge.shared.settings import CommonSettings, InfobipSettings
 
 from .api_hosts import DEFAULT_API_HOSTS
 

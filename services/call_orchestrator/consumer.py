@@ -23,9 +23,9 @@ from typing import Any
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError, ResponseError
 
-from shared import redis_keys
-from shared.infobip_events import EventType
-from shared.jobs import HANDLE_EVENT
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_events import EventType
+from callbridge.shared.jobs import HANDLE_EVENT
 
 from .handlers import is_handled
 from .idempotency import event_job_id
@@ -34,7 +34,7 @@ from .lease import alive
 from .metrics import EVENTS
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.consumer")
+log = logging.getLogger(__name__)
 
 #: Bound on XAUTOCLAIM pages per pass (100 entries each).
 MAX_CLAIM_PAGES = 50

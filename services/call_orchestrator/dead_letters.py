@@ -18,7 +18,7 @@ import orjson
 from arq.connections import ArqRedis
 from arq.constants import result_key_prefix, retry_key_prefix
 
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
 #: Bound the stream so a long outage cannot fill Redis (approximate trim).
 DEAD_LETTER_MAXLEN = 100_000

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shared.infobip_calls import DialogRequest, DialogResponse
+from callbridge.shared.infobip_calls import DialogRequest, DialogResponse
 
 from .calls_api import CallsApiFailure
 from .idempotency import Claim

@@ -20,16 +20,16 @@ import uuid
 
 from redis.exceptions import RedisError
 
-from shared import redis_keys
-from shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
-from shared.logging_setup import call_id_var
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
+from callbridge.shared.logging_setup import call_id_var
 
 from . import call_record
 from .actions import transfer_number_for
 from .metrics import GATEWAYS_LOST
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.gateway_watch")
+log = logging.getLogger(__name__)
 
 _KEEP_LOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

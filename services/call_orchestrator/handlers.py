@@ -14,16 +14,16 @@ import logging
 
 from arq.constants import in_progress_key_prefix, job_key_prefix
 
-from shared.infobip_events import CallsEvent, EventType
-from shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
-from shared.logging_setup import call_id_var
+from callbridge.shared.infobip_events import CallsEvent, EventType
+from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
+from callbridge.shared.logging_setup import call_id_var
 
 from . import call_record
 from .actions import transfer_number_for
 from .bridge import bridge_call
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.handlers")
+log = logging.getLogger(__name__)
 
 HANDLED_TYPES = frozenset({
     EventType.CALL_RECEIVED, EventType.CALL_ESTABLISHED, EventType.CALL_FINISHED,

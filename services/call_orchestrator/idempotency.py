@@ -44,8 +44,8 @@ from typing import Literal
 import orjson
 from redis.asyncio import Redis
 
-from shared import redis_keys
-from shared.jobs import HANDLE_EVENT, job_id
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import HANDLE_EVENT, job_id
 
 
 def event_job_id(event_type: str, call_id: str, body: bytes) -> str:

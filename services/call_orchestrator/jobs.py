@@ -24,9 +24,9 @@ from typing import Any
 from arq.worker import Retry
 from pydantic import ValidationError
 
-from shared.infobip_events import CallsEvent, EventType
-from shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL, job_id
-from shared.logging_setup import call_id_var
+from callbridge.shared.infobip_events import CallsEvent, EventType
+from callbridge.shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL, job_id
+from callbridge.shared.logging_setup import call_id_var
 
 from . import actions, dead_letters, handlers
 from .calls_api import ApiError, CallsApiFailure
@@ -34,7 +34,7 @@ from .dialogs import ClaimHeld
 from .metrics import JOBS, RETRIES
 from .runtime import Runtime
 
-log = logging.getLogger("callbridge.orchestrator.jobs")
+log = logging.getLogger(__name__)
 
 #: arq's limit, far above ours: our budget decides, arq never drops a job silently.
 ARQ_MAX_TRIES = 1000

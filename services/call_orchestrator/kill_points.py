@@ -19,7 +19,7 @@ import logging
 import os
 import signal
 
-log = logging.getLogger("callbridge.orchestrator.kill_points")
+log = logging.getLogger(__name__)
 
 KILL_POINTS = frozenset({"consumer.read", "bridge.started", "bridge.claimed", "bridge.posted"})
 

@@ -39,9 +39,9 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
-log = logging.getLogger("callbridge.orchestrator.lease")
+log = logging.getLogger(__name__)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

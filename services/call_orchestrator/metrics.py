@@ -25,9 +25,9 @@ from prometheus_client import (
 )
 from redis.asyncio import Redis
 
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
-log = logging.getLogger("callbridge.orchestrator.metrics")
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry()
 

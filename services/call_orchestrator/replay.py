@@ -21,8 +21,8 @@ import orjson
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
 
-from shared import redis_keys
-from shared.jobs import HANDLE_EVENT
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import HANDLE_EVENT
 
 from .consumer import job_payload
 from .handlers import is_handled

@@ -15,8 +15,8 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from shared import redis_keys
-from shared.profiles import ProfileBook, load_profiles
+from callbridge.shared import redis_keys
+from callbridge.shared.profiles import ProfileBook, load_profiles
 
 from .calls_api import CallsApi
 from .config import OrchestratorSettings
@@ -25,7 +25,7 @@ from .lease import ProcessLease
 from .retry import RetryPolicy
 from .throttle import ThrottleGate
 
-log = logging.getLogger("callbridge.orchestrator")
+log = logging.getLogger(__name__)
 
 #: (function, args, job_id) -> False when the id exists. Set by worker.py to the local
 #: worker's one-round-trip submit-and-run; without a worker, a plain arq enqueue.

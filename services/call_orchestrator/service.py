@@ -19,7 +19,7 @@ import signal
 from aiohttp import web
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from shared.jobs import ARQ_SERIALIZERS
+from callbridge.shared.jobs import ARQ_SERIALIZERS
 
 from .config import OrchestratorSettings
 from .consumer import StreamConsumer, default_consumer_name
@@ -30,7 +30,7 @@ from .metrics import bound_port, gauge_loop, start_health_server
 from .runtime import Runtime, build_runtime
 from .worker import OrchestratorWorker, build_worker
 
-log = logging.getLogger("callbridge.orchestrator")
+log = logging.getLogger(__name__)
 
 
 async def connect_redis(url: str) -> ArqRedis:

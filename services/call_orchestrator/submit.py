@@ -25,7 +25,7 @@ from arq.constants import (
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
-from shared.jobs import serialize_job as serialize_job_json
+from callbridge.shared.jobs import serialize_job as serialize_job_json
 
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return -1 end

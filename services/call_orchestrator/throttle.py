@@ -14,7 +14,7 @@ import time
 
 from redis.asyncio import Redis
 
-from shared import redis_keys
+from callbridge.shared import redis_keys
 
 
 def _now_ms() -> int:

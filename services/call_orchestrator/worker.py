@@ -29,8 +29,8 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings
 from arq.worker import Worker, func
 
-from shared import redis_keys
-from shared.jobs import (
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import (
     ARQ_SERIALIZERS,
     HANDLE_EVENT,
     HANGUP_CALL,
@@ -128,7 +128,7 @@ def build_worker(rt: Runtime, redis: ArqRedis) -> OrchestratorWorker:
 
 
 class WorkerSettings:
-    """For `arq services.call_orchestrator.worker.WorkerSettings` (jobs only, no stream
+    """For `arq callbridge.services.call_orchestrator.worker.WorkerSettings` (jobs only, no stream
     consumer, no fast path): prefer `callbridge orchestrator`, which runs both."""
 
     functions = [func(jobs.handle_event, name=HANDLE_EVENT, max_tries=jobs.ARQ_MAX_TRIES),

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from shared.infobip_media import INFOBIP_RATES
+from callbridge.shared.infobip_media import INFOBIP_RATES
 
 HELP = """\
 Run the whole system on this machine and place simulated calls through it.
@@ -66,10 +66,10 @@ def main(args: argparse.Namespace) -> int:
 
     import orjson
 
-    from services.cli import require_simulators
-    from services.demo.report import render_text
-    from services.demo.runner import DemoOptions, run_demo
-    from shared.logging_setup import setup_logging
+    from callbridge.services.cli import require_simulators
+    from callbridge.services.demo.report import render_text
+    from callbridge.services.demo.runner import DemoOptions, run_demo
+    from callbridge.shared.logging_setup import setup_logging
 
     require_simulators("demo")  # before anything starts (absent in the production image)
     setup_logging("demo", "WARNING", "text")
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
                        sample_rate=args.sample_rate, load_balancer=args.lb,
                        replicas=args.replicas, quiet=args.json, target=args.target,
                        sim_host=args.sim_host)
-    from services.stack.signals import cancel_on_signals
+    from callbridge.services.stack.signals import cancel_on_signals
 
     try:
         reports = asyncio.run(cancel_on_signals(run_demo(opts)))

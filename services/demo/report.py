@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
-from shared import redis_keys
-from shared.pcm import is_silent, ms_of, rms, write_wav
+from callbridge.shared import redis_keys
+from callbridge.shared.pcm import is_silent, ms_of, rms, write_wav
 
 if TYPE_CHECKING:
-    from simulators.infobip import InfobipSimulator, SimCall
+    from callbridge.simulators.infobip import InfobipSimulator, SimCall
 
 #: Timeline steps in call order: (key, label). Times are ms after the webhook was sent.
 STEPS = (

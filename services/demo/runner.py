@@ -17,13 +17,17 @@ import redis.asyncio as aioredis
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.demo.report import CallReport, build_report
-from services.stack.runner import LocalStack, StackOptions
-from services.stack.simulated import DEMO_MEDIA_CONFIG_ID, SimulatorSettings, start_simulators
-from shared import redis_keys
+from callbridge.services.demo.report import CallReport, build_report
+from callbridge.services.stack.runner import LocalStack, StackOptions
+from callbridge.services.stack.simulated import (
+    DEMO_MEDIA_CONFIG_ID,
+    SimulatorSettings,
+    start_simulators,
+)
+from callbridge.shared import redis_keys
 
 if TYPE_CHECKING:
-    from simulators.infobip import InfobipSimulator
+    from callbridge.simulators.infobip import InfobipSimulator
 
 
 @dataclass
@@ -113,8 +117,8 @@ async def _run_against_target(opts: DemoOptions) -> list[CallReport]:
 
 async def _place_and_report(opts: DemoOptions, infobip: InfobipSimulator,
                             redis_url: str | None) -> list[CallReport]:
-    from simulators import ASSETS_DIR
-    from simulators.infobip import CallScript
+    from callbridge.simulators import ASSETS_DIR
+    from callbridge.simulators.infobip import CallScript
 
     caller_wav = opts.caller_wav or ASSETS_DIR / "caller_order_status.wav"
     _say(opts, f"placing {opts.calls} call(s) with {caller_wav.name} ...")

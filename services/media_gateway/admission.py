@@ -9,7 +9,7 @@ orchestrator, which mints the token when it creates the dialog
   characters), `cbCallId` (the Infobip call id) and `cbProfile` (the agent profile name),
   read without regard to case, at the top level or nested under `customData`
   (docs/protocol-assumptions.md, "Media token location in `websocket:connected`");
-- the token's Redis record (`shared.redis_keys.media_token`) holds JSON
+- the token's Redis record (`callbridge.shared.redis_keys.media_token`) holds JSON
   `{"call_id", "profile", "expires_at"}` (Unix seconds); the gateway deletes it as it reads
   it (`StateStore.claim_media_token`), so a token admits one connection, once.
 
@@ -29,14 +29,14 @@ from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed
 
-from services.media_gateway import metrics
-from services.media_gateway.limits import SessionSlots
-from services.media_gateway.metrics import RefusalReason
-from services.media_gateway.state import StateStore, TokenStoreUnavailable
-from services.media_gateway.wire_watch import WireWatch
-from services.media_gateway.ws_fastpath import MediaConnection
-from shared import ws_close_codes as close
-from shared.infobip_media import (
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.limits import SessionSlots
+from callbridge.services.media_gateway.metrics import RefusalReason
+from callbridge.services.media_gateway.state import StateStore, TokenStoreUnavailable
+from callbridge.services.media_gateway.wire_watch import WireWatch
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection
+from callbridge.shared import ws_close_codes as close
+from callbridge.shared.infobip_media import (
     CALL_ID_KEY,
     PROFILE_KEY,
     TOKEN_KEY,
@@ -45,8 +45,8 @@ from shared.infobip_media import (
     MediaProtocolError,
     parse_control,
 )
-from shared.logging_setup import call_id_var
-from shared.profiles import AgentProfile, ProfileBook
+from callbridge.shared.logging_setup import call_id_var
+from callbridge.shared.profiles import AgentProfile, ProfileBook
 
 log = logging.getLogger(__name__)
 

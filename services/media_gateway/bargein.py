@@ -23,11 +23,11 @@ import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from services.media_gateway import metrics
-from services.media_gateway.caller_output import CallerOutput
-from services.media_gateway.model_link import ModelLink
-from shared import realtime_events as rt
-from shared.audio.playout import AgentItem, truncate_point
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.caller_output import CallerOutput
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.shared import realtime_events as rt
+from callbridge.shared.audio.playout import AgentItem, truncate_point
 
 log = logging.getLogger(__name__)
 

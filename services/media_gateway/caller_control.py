@@ -6,7 +6,7 @@ CONTROL_LOG_LIMIT of a call logged (a peer must not be able to fill the logs); e
 tallied on the call's wire observation (docs/protocol-assumptions.md).
 
 DTMF is the one caller input that becomes *text* in the model's conversation, so it is
-the prompt-injection door: only a single keypad key (`shared.infobip_media.DTMF_DIGITS`)
+the prompt-injection door: only a single keypad key (`callbridge.shared.infobip_media.DTMF_DIGITS`)
 ever reaches the model, through a fixed sentence, at most DTMF_MAX_PER_S a second per
 call; anything else is dropped and counted (`callbridge_gateway_caller_limited_total`).
 """
@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import logging
 
-from services.media_gateway import metrics
-from services.media_gateway.limits import TokenBucket
-from services.media_gateway.metrics import Limited
-from services.media_gateway.model_link import ModelLink
-from services.media_gateway.state import CallRecord
-from services.media_gateway.turns import ResponseTurns
-from services.media_gateway.wire_watch import WireWatch, control_name
-from shared import realtime_events as rt
-from shared.infobip_media import (
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.limits import TokenBucket
+from callbridge.services.media_gateway.metrics import Limited
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.services.media_gateway.state import CallRecord
+from callbridge.services.media_gateway.turns import ResponseTurns
+from callbridge.services.media_gateway.wire_watch import WireWatch, control_name
+from callbridge.shared import realtime_events as rt
+from callbridge.shared.infobip_media import (
     DTMF_EVENT,
     Dtmf,
     InvalidDtmf,

@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from services.media_gateway.pacer import PacerHub, Sender
-from services.media_gateway.ws_fastpath import MediaConnection
-from shared import realtime_events as rt
-from shared.audio.playout import Playout
-from shared.audio.resampler import Quality, StreamResampler
-from shared.infobip_media import CLEAR_MESSAGE
+from callbridge.services.media_gateway.pacer import PacerHub, Sender
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection
+from callbridge.shared import realtime_events as rt
+from callbridge.shared.audio.playout import Playout
+from callbridge.shared.audio.resampler import Quality, StreamResampler
+from callbridge.shared.infobip_media import CLEAR_MESSAGE
 
 #: The clear message as the text frame's payload.
 CLEAR = CLEAR_MESSAGE.encode()

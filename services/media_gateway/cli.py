@@ -47,11 +47,11 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from services.media_gateway.config import GatewaySettings
-    from services.media_gateway.server import run_gateway
-    from shared import event_loop
-    from shared.logging_setup import setup_logging
-    from shared.settings import load_settings
+    from callbridge.services.media_gateway.config import GatewaySettings
+    from callbridge.services.media_gateway.server import run_gateway
+    from callbridge.shared import event_loop
+    from callbridge.shared.logging_setup import setup_logging
+    from callbridge.shared.settings import load_settings
 
     overrides = {key: value for key, value in (
         ("gateway_host", args.host), ("gateway_port", args.port),

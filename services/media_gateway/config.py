@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.settings import CommonSettings, OpenAISettings
+from callbridge.shared.settings import CommonSettings, OpenAISettings
 
 
 def _default_gateway_id() -> str:

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 
-from services.media_gateway.caller_output import CallerOutput
-from services.media_gateway.model_link import ModelLink
-from services.media_gateway.relay import Relay
-from services.media_gateway.state import StateStore
-from services.media_gateway.ws_fastpath import MediaConnection
-from shared import ws_close_codes as close
+from callbridge.services.media_gateway.caller_output import CallerOutput
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.services.media_gateway.relay import Relay
+from callbridge.services.media_gateway.state import StateStore
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection
+from callbridge.shared import ws_close_codes as close
 
 #: How long a notice may take beyond its own length to be heard out.
 NOTICE_SLACK_S = 5.0

@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from services.media_gateway import metrics
+from callbridge.services.media_gateway import metrics
 
 log = logging.getLogger(__name__)
 

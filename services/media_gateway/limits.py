@@ -32,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.media_gateway import metrics
-from shared.infobip_media import bytes_per_ms
+from callbridge.services.media_gateway import metrics
+from callbridge.shared.infobip_media import bytes_per_ms
 
 log = logging.getLogger(__name__)
 

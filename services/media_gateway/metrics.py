@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from shared import realtime_events as rt
+from callbridge.shared import realtime_events as rt
 
 _NS = "callbridge_gateway"
 # Relay latency is sub-millisecond when healthy; the interesting tail is 1-50 ms.

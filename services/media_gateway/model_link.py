@@ -3,7 +3,8 @@
 Protocol: https://platform.openai.com/docs/guides/realtime-websocket and the API reference,
 https://platform.openai.com/docs/api-reference/realtime. GA only: `Authorization: Bearer` and no
 `OpenAI-Beta` header; `session.update` with `type: realtime` built by
-`shared.realtime_events.session_config`; `event_id` on client events. A session ends at 60
+`callbridge.shared.realtime_events.session_config`; `event_id` on client events. A session ends at
+60
 minutes with `error` code `session_expired` and close 1001, and a socket can drop without a
 close frame: there is no resume, so a new socket gets `session.update` again plus the
 conversation so far as text items ("re-seed"), and a `response.create` so the agent picks up.
@@ -40,12 +41,12 @@ from prometheus_client import Counter
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from services.media_gateway import metrics
-from services.media_gateway.config import GatewaySettings
-from services.media_gateway.ws_fastpath import write_frame
-from shared import realtime_events as rt
-from shared import ws_close_codes as close
-from shared.profiles import AgentProfile
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.ws_fastpath import write_frame
+from callbridge.shared import realtime_events as rt
+from callbridge.shared import ws_close_codes as close
+from callbridge.shared.profiles import AgentProfile
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def with_profile_instructions(profile_instructions: str, directive: str) -> str:
 
 def append_event(pcm24: bytes) -> bytes:
     """`input_audio_buffer.append` as bytes, built without a dict or a JSON encoder: this is
-    50 events a second per call (same shape as `shared.realtime_events.input_audio_append`)."""
+    50 events a second per call (same shape as
+    `callbridge.shared.realtime_events.input_audio_append`)."""
     return _APPEND_HEAD + base64.b64encode(pcm24) + _APPEND_TAIL
 
 

@@ -5,7 +5,8 @@ due, instead of one sleeping task per call: at hundreds of calls that is the dif
 between hundreds of timer wake-ups per tick and one (measured with bench/gateway, README
 "Benchmarks": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of
 delay).
-The pacing rule itself is the pure `shared.audio.playout.Playout`: one fixed 20 ms grid per
+The pacing rule itself is the pure `callbridge.shared.audio.playout.Playout`: one fixed 20 ms grid
+per
 call from its first frame, which a burst of agent audio joins at its next slot (`Sender.kick`,
 from the task that received the model's audio, sends at once only when a slot is already
 due, e.g. the call's first frame). Hub ticks are only when the grid is looked at: a tick that
@@ -25,9 +26,9 @@ from collections.abc import Callable
 from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
-from services.media_gateway import metrics
-from services.media_gateway.ws_fastpath import write_frame
-from shared.audio.playout import Playout
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.ws_fastpath import write_frame
+from callbridge.shared.audio.playout import Playout
 
 log = logging.getLogger(__name__)
 

@@ -31,19 +31,19 @@ from typing import Protocol
 
 import orjson
 
-from services.media_gateway import metrics
-from services.media_gateway.bargein import BargeIn
-from services.media_gateway.caller_control import CallerControl
-from services.media_gateway.caller_output import CallerOutput
-from services.media_gateway.config import GatewaySettings
-from services.media_gateway.limits import ACCEPT, CallerMeter
-from services.media_gateway.model_link import ModelLink
-from services.media_gateway.state import CallRecord
-from services.media_gateway.turns import ResponseTurns
-from services.media_gateway.wire_watch import WireWatch
-from services.media_gateway.ws_fastpath import MediaConnection
-from shared import realtime_events as rt
-from shared.audio.resampler import StreamResampler
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.bargein import BargeIn
+from callbridge.services.media_gateway.caller_control import CallerControl
+from callbridge.services.media_gateway.caller_output import CallerOutput
+from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.limits import ACCEPT, CallerMeter
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.services.media_gateway.state import CallRecord
+from callbridge.services.media_gateway.turns import ResponseTurns
+from callbridge.services.media_gateway.wire_watch import WireWatch
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection
+from callbridge.shared import realtime_events as rt
+from callbridge.shared.audio.resampler import StreamResampler
 
 log = logging.getLogger(__name__)
 

@@ -34,17 +34,17 @@ from http import HTTPStatus
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from services.media_gateway import gc_pauses, metrics
-from services.media_gateway.admission import admit
-from services.media_gateway.config import GatewaySettings
-from services.media_gateway.limits import AdmissionGate, ConnectionLimits, SessionSlots
-from services.media_gateway.metrics import RefusalReason
-from services.media_gateway.pacer import PacerHub
-from services.media_gateway.session import MediaSession, SessionDeps
-from services.media_gateway.state import Heartbeat, StateStore, connect_redis
-from services.media_gateway.tools import ToolRegistry, default_registry
-from services.media_gateway.ws_fastpath import MediaConnection, media_connection_class
-from shared.profiles import ProfileBook, load_profiles
+from callbridge.services.media_gateway import gc_pauses, metrics
+from callbridge.services.media_gateway.admission import admit
+from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.limits import AdmissionGate, ConnectionLimits, SessionSlots
+from callbridge.services.media_gateway.metrics import RefusalReason
+from callbridge.services.media_gateway.pacer import PacerHub
+from callbridge.services.media_gateway.session import MediaSession, SessionDeps
+from callbridge.services.media_gateway.state import Heartbeat, StateStore, connect_redis
+from callbridge.services.media_gateway.tools import ToolRegistry, default_registry
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection, media_connection_class
+from callbridge.shared.profiles import ProfileBook, load_profiles
 
 log = logging.getLogger(__name__)
 

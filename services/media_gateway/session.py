@@ -23,26 +23,26 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from services.media_gateway import metrics, sounds
-from services.media_gateway.admission import Admitted
-from services.media_gateway.bargein import BargeIn
-from services.media_gateway.caller_output import CallerOutput
-from services.media_gateway.config import GatewaySettings
-from services.media_gateway.ending import ending_sequence
-from services.media_gateway.metrics import Limited
-from services.media_gateway.model_link import ModelLink
-from services.media_gateway.pacer import PacerHub
-from services.media_gateway.relay import Relay
-from services.media_gateway.state import CallRecord, SessionState, StateStore, now_ms
-from services.media_gateway.tools import ToolCall, ToolRegistry, run_tool
-from services.media_gateway.turns import ResponseTurns
-from services.media_gateway.watchdog import IDLE_TIMEOUT, MAX_DURATION, watchdog
-from services.media_gateway.wire_watch import KEEPALIVE_CLOSE_CODE, keepalive
-from services.media_gateway.ws_fastpath import MediaConnection
-from shared import realtime_events as rt
-from shared import ws_close_codes as close
-from shared.jobs import HANGUP_CALL, TRANSFER_CALL
-from shared.profiles import ProfileBook
+from callbridge.services.media_gateway import metrics, sounds
+from callbridge.services.media_gateway.admission import Admitted
+from callbridge.services.media_gateway.bargein import BargeIn
+from callbridge.services.media_gateway.caller_output import CallerOutput
+from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.ending import ending_sequence
+from callbridge.services.media_gateway.metrics import Limited
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.services.media_gateway.pacer import PacerHub
+from callbridge.services.media_gateway.relay import Relay
+from callbridge.services.media_gateway.state import CallRecord, SessionState, StateStore, now_ms
+from callbridge.services.media_gateway.tools import ToolCall, ToolRegistry, run_tool
+from callbridge.services.media_gateway.turns import ResponseTurns
+from callbridge.services.media_gateway.watchdog import IDLE_TIMEOUT, MAX_DURATION, watchdog
+from callbridge.services.media_gateway.wire_watch import KEEPALIVE_CLOSE_CODE, keepalive
+from callbridge.services.media_gateway.ws_fastpath import MediaConnection
+from callbridge.shared import realtime_events as rt
+from callbridge.shared import ws_close_codes as close
+from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL
+from callbridge.shared.profiles import ProfileBook
 
 log = logging.getLogger(__name__)
 

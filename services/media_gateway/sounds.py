@@ -2,7 +2,7 @@
 
 Spoken notices are WAVs in `assets/` (see assets/README.md); a missing file degrades to a
 generated notice tone rather than silence. The hold sound is generated
-(`shared.audio.tones.hold_sound`) with pauses kept under HOLD_LIMIT_MS.
+(`callbridge.shared.audio.tones.hold_sound`) with pauses kept under HOLD_LIMIT_MS.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from shared.audio.tones import hold_sound, notice_tone
-from shared.pcm import read_wav, resample
+from callbridge.shared.audio.tones import hold_sound, notice_tone
+from callbridge.shared.pcm import read_wav, resample
 
 log = logging.getLogger(__name__)
 

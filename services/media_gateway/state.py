@@ -1,6 +1,6 @@
 """The gateway's state in Redis: session records, gateway set + heartbeat, transcripts, jobs.
 
-Keys come from `shared.redis_keys` only. What the gateway writes, for the orchestrator's
+Keys come from `callbridge.shared.redis_keys` only. What the gateway writes, for the orchestrator's
 gateway-loss watchdog and `callbridge status` / `calls show` (README "Architecture"):
 - the session record (`redis_keys.session_record(call_id)`), a hash: `call_id`,
   `gateway_id`, `dialog_id`, `profile`, `sample_rate`, `state` (`SessionState`),
@@ -9,8 +9,8 @@ gateway-loss watchdog and `callbridge status` / `calls show` (README "Architectu
 - the transcript stream of the call (`role`, `text`, `at`), capped at TRANSCRIPT_MAXLEN;
 - the gateway's liveness: its member in `redis_keys.GATEWAYS`, its set of live calls and a
   heartbeat key that expires after HEARTBEAT_TTL_S;
-- orchestrator jobs (`shared.jobs.HANGUP_CALL`, `TRANSFER_CALL`) on the arq queue, with
-  deterministic job ids (`shared.jobs.job_id`).
+- orchestrator jobs (`callbridge.shared.jobs.HANGUP_CALL`, `TRANSFER_CALL`) on the arq queue, with
+  deterministic job ids (`callbridge.shared.jobs.job_id`).
 
 Why buffered: a Redis outage must never disturb audio (README "Architecture", "State in
 Redis, audio never waits for it"). Call code only *records* changes here, synchronously and
@@ -38,10 +38,10 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
-from services.media_gateway import metrics
-from shared import redis_keys
-from shared.jobs import ARQ_SERIALIZERS, job_id
-from shared.wire_observations import WireObservation
+from callbridge.services.media_gateway import metrics
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import ARQ_SERIALIZERS, job_id
+from callbridge.shared.wire_observations import WireObservation
 
 log = logging.getLogger(__name__)
 

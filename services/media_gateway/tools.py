@@ -9,7 +9,7 @@ go on, `response.create`.
 
 The telephony tools act through orchestrator jobs, never through the Calls API directly:
 data flows one way and the orchestrator owns the call (README "Architecture"). The jobs are
-`shared.jobs.HANGUP_CALL` and `TRANSFER_CALL`, each with the call id and a short reason,
+`callbridge.shared.jobs.HANGUP_CALL` and `TRANSFER_CALL`, each with the call id and a short reason,
 enqueued by `ToolHost.end_call` (state.py `StateStore.enqueue_job`).
 
 A deployment adds a tool with `registry.register(Tool(name, description, parameters,
@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from services.media_gateway import metrics
-from shared.jobs import HANGUP_CALL, TRANSFER_CALL
-from shared.profiles import AgentProfile
+from callbridge.services.media_gateway import metrics
+from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL
+from callbridge.shared.profiles import AgentProfile
 
 log = logging.getLogger(__name__)
 

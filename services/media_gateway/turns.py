@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 
-from services.media_gateway.model_link import ModelLink
-from services.media_gateway.tools import ToolCall
-from shared import realtime_events as rt
+from callbridge.services.media_gateway.model_link import ModelLink
+from callbridge.services.media_gateway.tools import ToolCall
+from callbridge.shared import realtime_events as rt
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from services.media_gateway.config import GatewaySettings
-from services.media_gateway.relay import Relay
+from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.relay import Relay
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
-from shared import ws_close_codes as close
-from shared.infobip_media import (
+from callbridge.shared import ws_close_codes as close
+from callbridge.shared.infobip_media import (
     CONNECTED_EVENT,
     DTMF_EVENT,
     MAX_CUSTOM_KEY_CHARS,
@@ -33,7 +33,7 @@ from shared.infobip_media import (
     Dtmf,
     UnknownControl,
 )
-from shared.wire_observations import (
+from callbridge.shared.wire_observations import (
     CLEAR_ACK_WINDOW_S,
     INBOUND_GAP_MS,
     MAX_TALLY_ENTRIES,

@@ -43,10 +43,16 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import CLIENT, State
 from websockets.speedups import apply_mask
 
-from services.media_gateway import metrics
-from services.media_gateway.limits import ACCEPT, CUT, AdmissionGate, CallerMeter, ConnectionLimits
-from services.media_gateway.metrics import Limited, RefusalReason
-from shared import ws_close_codes as close
+from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.limits import (
+    ACCEPT,
+    CUT,
+    AdmissionGate,
+    CallerMeter,
+    ConnectionLimits,
+)
+from callbridge.services.media_gateway.metrics import Limited, RefusalReason
+from callbridge.shared import ws_close_codes as close
 
 log = logging.getLogger(__name__)
 

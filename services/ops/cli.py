@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.infobip_media import INFOBIP_RATES
+from callbridge.shared.infobip_media import INFOBIP_RATES
 
 STATUS_HELP = """\
 Live calls (call id, gateway, state, duration), gateways with heartbeat and load, the events
@@ -162,14 +162,14 @@ def _positive_int(text: str) -> int:
 def _redis_client() -> Any:
     import redis.asyncio as aioredis
 
-    from shared.settings import CommonSettings, load_settings
+    from callbridge.shared.settings import CommonSettings, load_settings
 
     return aioredis.Redis.from_url(load_settings(CommonSettings).redis_url,
                                    socket_connect_timeout=3, socket_timeout=5)
 
 
 def _redis_down(exc: Exception) -> SystemExit:
-    from shared.logging_setup import redact
+    from callbridge.shared.logging_setup import redact
 
     return SystemExit(f"cannot reach Redis ({exc.__class__.__name__}: {redact(str(exc))}): "
                       "check REDIS_URL and that Redis is running.")
@@ -181,7 +181,7 @@ def status_main(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
-    from services.ops.status import collect_status, render_status
+    from callbridge.services.ops.status import collect_status, render_status
 
     async def run() -> None:
         client = _redis_client()
@@ -215,7 +215,7 @@ def calls_show_main(args: argparse.Namespace) -> int:
     import orjson
     import redis
 
-    from services.ops.status import DEFAULT_SCAN_LIMIT, collect_call, render_call
+    from callbridge.services.ops.status import DEFAULT_SCAN_LIMIT, collect_call, render_call
 
     async def run() -> dict[str, Any]:
         client = _redis_client()
@@ -235,8 +235,8 @@ def calls_show_main(args: argparse.Namespace) -> int:
 def setup_main(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.ops.setup import WEBHOOK_EVENTS, SetupError, find_or_create
-    from shared.settings import InfobipSettings, load_settings
+    from callbridge.services.ops.setup import WEBHOOK_EVENTS, SetupError, find_or_create
+    from callbridge.shared.settings import InfobipSettings, load_settings
 
     if not args.public_url.startswith(("wss://", "ws://")):
         raise SystemExit("--public-url must be a ws:// or wss:// URL (Infobip connects to it)")
@@ -262,7 +262,7 @@ def preflight_main(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
-    from services.ops.preflight import exit_code, render, run_preflight, to_json
+    from callbridge.services.ops.preflight import exit_code, render, run_preflight, to_json
 
     checks_wanted = args.only or (("openai", "infobip", "capture") if args.capture_call
                                   else ("openai", "infobip"))

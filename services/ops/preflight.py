@@ -4,7 +4,7 @@ first live call.
 Three checks (services/ops/cli.py's PREFLIGHT_HELP is the operator's version):
 
 - **OpenAI**: per agent profile, open a Realtime socket the way the media gateway does and
-  send the gateway's own `session.update` (`shared.realtime_events`, tools from the
+  send the gateway's own `session.update` (`callbridge.shared.realtime_events`, tools from the
   gateway's registry); report what `session.updated` says is in effect, or the exact
   `error` event and close code. GA protocol: https://platform.openai.com/docs/api-reference/realtime.
 - **Infobip**: with the orchestrator's INFOBIP_BASE_URL and key, list the media-stream
@@ -41,13 +41,13 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from shared import realtime_events as rt
-from shared import redis_keys
-from shared.infobip_calls import parse_error_body
-from shared.infobip_media import TOKEN_KEY
-from shared.logging_setup import redact
-from shared.profiles import AgentProfile
-from shared.wire_observations import WireObservation
+from callbridge.shared import realtime_events as rt
+from callbridge.shared import redis_keys
+from callbridge.shared.infobip_calls import parse_error_body
+from callbridge.shared.infobip_media import TOKEN_KEY
+from callbridge.shared.logging_setup import redact
+from callbridge.shared.profiles import AgentProfile
+from callbridge.shared.wire_observations import WireObservation
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -175,7 +175,7 @@ async def check_openai_profile(settings: Any, profile: AgentProfile,
     """Open a Realtime socket as the gateway does (`ModelLink`: URL, Bearer header, no
     compression) and send the gateway's `session.update` for `profile`; report
     `session.updated` or the `error` / close that came instead."""
-    from services.media_gateway.model_link import ModelLink
+    from callbridge.services.media_gateway.model_link import ModelLink
 
     name = f"openai profile {profile.name!r}"
     key = settings.openai_api_key.get_secret_value()
@@ -266,7 +266,7 @@ async def check_openai_profile(settings: Any, profile: AgentProfile,
 async def check_openai(settings: Any, profiles: Sequence[AgentProfile],
                        timeout_s: float = 15.0) -> list[Check]:
     """One check per profile, tools from the gateway's own registry."""
-    from services.media_gateway.tools import default_registry
+    from callbridge.services.media_gateway.tools import default_registry
 
     registry = default_registry()
     return [await check_openai_profile(settings, p, registry.schemas(p.tools), timeout_s)
@@ -415,7 +415,7 @@ class Row:
 def api_base_row(value: str | None, policy: Any) -> Row:
     """The form of `properties.apiBaseUrl`, judged by the orchestrator's own policy
     (services/call_orchestrator/api_hosts.py). Only its shape and host are shown."""
-    from services.call_orchestrator.api_hosts import parse_origin
+    from callbridge.services.call_orchestrator.api_hosts import parse_origin
 
     expected = "https://<host in INFOBIP_API_HOSTS>, no path"
     if not value:
@@ -621,7 +621,7 @@ async def capture_call(client: aioredis.Redis, *, number: str, timeout_s: float,
 def _settings_error(name: str, exc: Exception) -> Check:
     from pydantic import ValidationError
 
-    from shared.settings import describe_validation_error
+    from callbridge.shared.settings import describe_validation_error
 
     lines = (describe_validation_error(exc).splitlines() if isinstance(exc, ValidationError)
              else [scrub(str(exc))])
@@ -632,7 +632,7 @@ def _settings_error(name: str, exc: Exception) -> Check:
 def _infobip_settings() -> Any:
     """The orchestrator's own settings (INFOBIP_API_HOSTS parsed its way); the config id
     is optional here: preflight tells you which one to set."""
-    from services.call_orchestrator.config import OrchestratorSettings
+    from callbridge.services.call_orchestrator.config import OrchestratorSettings
 
     class PreflightSettings(OrchestratorSettings):
         infobip_media_stream_config_id: str = ""
@@ -644,7 +644,7 @@ def _api_base_policy() -> Any:
     """The orchestrator's policy as configured; with no Infobip settings, its defaults."""
     from pydantic import ValidationError
 
-    from services.call_orchestrator.api_hosts import DEFAULT_API_HOSTS, ApiBasePolicy
+    from callbridge.services.call_orchestrator.api_hosts import DEFAULT_API_HOSTS, ApiBasePolicy
 
     try:
         settings = _infobip_settings()
@@ -664,8 +664,8 @@ async def run_preflight(checks: Sequence[str], *, number: str = "your Infobip nu
 
     results: list[Check] = []
     if "openai" in checks:
-        from services.media_gateway.config import GatewaySettings
-        from shared.profiles import load_profiles
+        from callbridge.services.media_gateway.config import GatewaySettings
+        from callbridge.shared.profiles import load_profiles
 
         try:
             gw = GatewaySettings()
@@ -693,7 +693,7 @@ async def _run_capture(number: str, timeout_s: float, sample_rate: int, progress
                        every_s: float) -> Check:
     from pydantic import ValidationError
 
-    from shared.settings import CommonSettings
+    from callbridge.shared.settings import CommonSettings
 
     try:
         redis_url = CommonSettings().redis_url

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
-from shared.infobip_calls import MediaStreamConfig, parse_error_body
+from callbridge.shared.infobip_calls import MediaStreamConfig, parse_error_body
 
 WEBHOOK_EVENTS = ("CALL_RECEIVED", "CALL_ESTABLISHED", "CALL_FINISHED", "CALL_FAILED",
                   "DIALOG_CREATED", "DIALOG_ESTABLISHED", "DIALOG_FAILED", "DIALOG_FINISHED")

@@ -14,9 +14,9 @@ from arq.constants import (
     retry_key_prefix,
 )
 
-from services.call_orchestrator.idempotency import event_job_id
-from shared import redis_keys
-from shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
+from callbridge.services.call_orchestrator.idempotency import event_job_id
+from callbridge.shared import redis_keys
+from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
 
 
 def _s(value: bytes | None) -> str:

@@ -55,9 +55,9 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from services.stack.runner import LocalStack, StackOptions
-    from services.stack.simulated import SimulatorSettings
-    from shared.logging_setup import redact, setup_logging
+    from callbridge.services.stack.runner import LocalStack, StackOptions
+    from callbridge.services.stack.simulated import SimulatorSettings
+    from callbridge.shared.logging_setup import redact, setup_logging
 
     setup_logging("stack", "INFO", "text")
     simulate = not os.environ.get("INFOBIP_BASE_URL")
@@ -81,8 +81,8 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  {what:<18} {where}")
             print(f"  export REDIS_URL={redact(stack.redis_url)}   # for `callbridge status`")
             if args.calls and stack.infobip is not None:
-                from simulators import ASSETS_DIR
-                from simulators.infobip import CallScript
+                from callbridge.simulators import ASSETS_DIR
+                from callbridge.simulators.infobip import CallScript
 
                 calls = [await stack.infobip.place_call(
                     CallScript(caller_wav=ASSETS_DIR / "caller_order_status.wav"))
@@ -91,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
             print("Ctrl-C to stop.")
             await asyncio.Event().wait()
 
-    from services.stack.signals import cancel_on_signals
+    from callbridge.services.stack.signals import cancel_on_signals
 
     try:
         asyncio.run(cancel_on_signals(run()))

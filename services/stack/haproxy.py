@@ -28,8 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.topology import GATEWAY, INGRESS, LB_PORT, LB_STATS_PORT, Replica, Role
-from services.webhook_ingress.config import DEFAULT_CLIENT_ADDRESS_HEADER
+from callbridge.services.stack.topology import (
+    GATEWAY,
+    INGRESS,
+    LB_PORT,
+    LB_STATS_PORT,
+    Replica,
+    Role,
+)
+from callbridge.services.webhook_ingress.config import DEFAULT_CLIENT_ADDRESS_HEADER
 
 INSTALL_HINT = ("HAProxy is not installed. Debian/Ubuntu: `apt-get install haproxy`; "
                 "macOS: `brew install haproxy`. Or run without the load balancer "

@@ -28,7 +28,7 @@ class ProcessSpec:
 
 def callbridge_argv(*args: str) -> list[str]:
     """Run a subcommand with this interpreter (works in a venv without the script on PATH)."""
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "callbridge.services.cli", *args]
 
 
 class ManagedProcess:

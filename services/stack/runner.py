@@ -17,15 +17,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from services.stack import haproxy
-from services.stack.processes import ManagedProcess, ProcessSpec, Supervisor
-from services.stack.simulated import (
+from callbridge.services.stack import haproxy
+from callbridge.services.stack.processes import ManagedProcess, ProcessSpec, Supervisor
+from callbridge.services.stack.simulated import (
     SIM_WEBHOOK_USER,
     Simulated,
     SimulatorSettings,
     start_simulators,
 )
-from services.stack.topology import (
+from callbridge.services.stack.topology import (
     GATEWAY,
     INGRESS,
     LB_PORT,
@@ -34,12 +34,12 @@ from services.stack.topology import (
     plan_local,
     process_specs,
 )
-from shared.logging_setup import redact
-from shared.redis_server import RedisServer, free_port
+from callbridge.shared.logging_setup import redact
+from callbridge.shared.redis_server import RedisServer, free_port
 
 if TYPE_CHECKING:
-    from simulators.infobip import InfobipSimulator
-    from simulators.openai_realtime import RealtimeSimulator
+    from callbridge.simulators.infobip import InfobipSimulator
+    from callbridge.simulators.openai_realtime import RealtimeSimulator
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from simulators.infobip import InfobipSimulator
-    from simulators.openai_realtime import RealtimeSimulator
+    from callbridge.simulators.infobip import InfobipSimulator
+    from callbridge.simulators.openai_realtime import RealtimeSimulator
 
 SIM_INFOBIP_KEY = "sim-infobip-key"
 SIM_OPENAI_KEY = "sk-sim-openai"
@@ -34,7 +34,7 @@ class SimulatorSettings:
     model_speed: float = 4.0
     keep_sessions: int | None = None   # bound the Realtime simulator's records (long runs)
     media_config_id: str | None = None  # fixed id (deployments configured beforehand)
-    # Media client modes of the simulated Infobip (simulators.infobip.media_leg
+    # Media client modes of the simulated Infobip (callbridge.simulators.infobip.media_leg
     # .MediaLegOptions), each breaking one assumption of docs/protocol-assumptions.md.
     media_custom_data: Literal["flat", "nested"] = "flat"
     media_answer_pings: bool = True
@@ -55,9 +55,9 @@ class Simulated:
 
 async def start_simulators(settings: SimulatorSettings, webhook_url: str, media_url: str,
                            sample_rate: int) -> Simulated:
-    from simulators.infobip import InfobipSimulator
-    from simulators.infobip.media_leg import MediaLegOptions
-    from simulators.openai_realtime import RealtimeSimulator
+    from callbridge.simulators.infobip import InfobipSimulator
+    from callbridge.simulators.infobip.media_leg import MediaLegOptions
+    from callbridge.simulators.openai_realtime import RealtimeSimulator
 
     openai = RealtimeSimulator(host=settings.host, port=settings.openai_port,
                                api_key=settings.openai_api_key, speed=settings.model_speed,

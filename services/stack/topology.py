@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.stack.processes import ProcessSpec, callbridge_argv
-from shared.redis_server import free_port
+from callbridge.services.stack.processes import ProcessSpec, callbridge_argv
+from callbridge.shared.redis_server import free_port
 
 
 @dataclass(frozen=True)

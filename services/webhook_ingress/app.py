@@ -15,17 +15,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from services.webhook_ingress import handlers
-from services.webhook_ingress.appender import StreamAppender, Trim
-from services.webhook_ingress.auth import Authenticator
-from services.webhook_ingress.config import IngressSettings
-from services.webhook_ingress.metrics import IngressMetrics
-from services.webhook_ingress.state import SETTINGS, STATE, IngressState
+from callbridge.services.webhook_ingress import handlers
+from callbridge.services.webhook_ingress.appender import StreamAppender, Trim
+from callbridge.services.webhook_ingress.auth import Authenticator
+from callbridge.services.webhook_ingress.config import IngressSettings
+from callbridge.services.webhook_ingress.metrics import IngressMetrics
+from callbridge.services.webhook_ingress.state import SETTINGS, STATE, IngressState
 
 __all__ = ["SETTINGS", "STATE", "IngressState", "PersistenceError", "create_app",
            "redis_client"]
 
-log = logging.getLogger("callbridge.ingress")
+log = logging.getLogger(__name__)
 
 
 class PersistenceError(RuntimeError):

@@ -23,14 +23,14 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from multidict import CIMultiDictProxy
 
-from services.webhook_ingress.config import (
+from callbridge.services.webhook_ingress.config import (
     DEFAULT_CLIENT_ADDRESS_HEADER,
     IngressSettings,
     Network,
 )
-from shared.webhook_signing import WEAK_ALGORITHMS, describe, verify
+from callbridge.shared.webhook_signing import WEAK_ALGORITHMS, describe, verify
 
-log = logging.getLogger("callbridge.ingress")
+log = logging.getLogger(__name__)
 
 IPAddress = IPv4Address | IPv6Address
 BASIC_CHALLENGE = 'Basic realm="callbridge-webhook", charset="UTF-8"'
@@ -179,7 +179,8 @@ class Authenticator:
         return None
 
     def check_body(self, headers: CIMultiDictProxy[str], body: bytes) -> Refusal | None:
-        """The configured HMAC scheme over the raw body (shared.webhook_signing.verify, which
+        """The configured HMAC scheme over the raw body (callbridge.shared.webhook_signing.verify,
+        which
         compares in constant time and refuses timestamps outside the tolerance)."""
         if self._hmac_secret is None:
             return None

@@ -113,8 +113,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from services.webhook_ingress.config import IngressSettings
-    from shared.settings import load_settings
+    from callbridge.services.webhook_ingress.config import IngressSettings
+    from callbridge.shared.settings import load_settings
 
     overrides = {field: getattr(args, dest) for dest, field in _OVERRIDES.items()
                  if getattr(args, dest, None) is not None}
@@ -122,6 +122,6 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    from services.webhook_ingress.server import run
+    from callbridge.services.webhook_ingress.server import run
 
     return run(settings_from_args(args))

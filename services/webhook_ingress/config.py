@@ -18,8 +18,8 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import CommonSettings
-from shared.webhook_signing import (
+from callbridge.shared.settings import CommonSettings
+from callbridge.shared.webhook_signing import (
     DEFAULT_ALGORITHM,
     DEFAULT_PREFIX,
     DEFAULT_SIGNATURE_HEADER,

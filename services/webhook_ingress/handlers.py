@@ -16,11 +16,11 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from services.webhook_ingress.appender import AppendFailed
-from services.webhook_ingress.auth import Refusal
-from services.webhook_ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from services.webhook_ingress.state import STATE, IngressState
-from services.webhook_ingress.validation import (
+from callbridge.services.webhook_ingress.appender import AppendFailed
+from callbridge.services.webhook_ingress.auth import Refusal
+from callbridge.services.webhook_ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from callbridge.services.webhook_ingress.state import STATE, IngressState
+from callbridge.services.webhook_ingress.validation import (
     KNOWN_EVENT_TYPES,
     Accepted,
     BodyTimeout,
@@ -31,10 +31,10 @@ from services.webhook_ingress.validation import (
     read_bounded,
     too_large,
 )
-from shared import redis_keys
-from shared.logging_setup import call_id_var
+from callbridge.shared import redis_keys
+from callbridge.shared.logging_setup import call_id_var
 
-log = logging.getLogger("callbridge.ingress")
+log = logging.getLogger(__name__)
 
 
 def error_response(status: int, code: str, detail: str,

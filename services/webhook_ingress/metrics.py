@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from services.webhook_ingress.appender import AppenderStats
+from callbridge.services.webhook_ingress.appender import AppenderStats
 
 PREFIX = "callbridge_ingress"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

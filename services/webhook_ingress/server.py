@@ -20,13 +20,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from services.webhook_ingress.app import PersistenceError, create_app
-from services.webhook_ingress.config import IngressSettings
-from services.webhook_ingress.state import STATE
-from shared.event_loop import loop_factory
-from shared.logging_setup import redact, setup_logging
+from callbridge.services.webhook_ingress.app import PersistenceError, create_app
+from callbridge.services.webhook_ingress.config import IngressSettings
+from callbridge.services.webhook_ingress.state import STATE
+from callbridge.shared.event_loop import loop_factory
+from callbridge.shared.logging_setup import redact, setup_logging
 
-log = logging.getLogger("callbridge.ingress")
+log = logging.getLogger(__name__)
 
 
 async def serve(settings: IngressSettings, stop: asyncio.Event | None = None,

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from services.webhook_ingress.appender import StreamAppender, Trim
-from services.webhook_ingress.auth import Authenticator
-from services.webhook_ingress.config import IngressSettings
-from services.webhook_ingress.metrics import IngressMetrics
+from callbridge.services.webhook_ingress.appender import StreamAppender, Trim
+from callbridge.services.webhook_ingress.auth import Authenticator
+from callbridge.services.webhook_ingress.config import IngressSettings
+from callbridge.services.webhook_ingress.metrics import IngressMetrics
 
 
 @dataclass

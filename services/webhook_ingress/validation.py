@@ -2,7 +2,8 @@
 
 Pure functions (plus one bounded body reader): each problem comes back as a `Problem` with
 the HTTP status, a machine code and a detail that tells the sender what to fix. The envelope
-model is `shared.infobip_events.CallsEvent`, which keeps unknown fields and event types, so
+model is `callbridge.shared.infobip_events.CallsEvent`, which keeps unknown fields and event types,
+so
 an event Infobip adds tomorrow is accepted and stored (forward compatible).
 """
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import StreamReader
 from pydantic import ValidationError
 
-from shared.infobip_events import CallsEvent, EventType
+from callbridge.shared.infobip_events import CallsEvent, EventType
 
 #: The event types callbridge acts on get the larger size bound; any other type is stored
 #: but gets the small one (an unknown type is the cheapest way to fill the stream).

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
-from shared.infobip_media import FRAME_MS, bytes_per_ms, frame_bytes
+from callbridge.shared.infobip_media import FRAME_MS, bytes_per_ms, frame_bytes
 
 #: How many per-item counters to keep: barge-in only ever looks at the current item.
 _ITEMS_KEPT = 8

@@ -43,7 +43,7 @@ from .http_common import (
 from .platform import PLATFORM, Platform
 from .spec_validation import SpecViolation, published_spec, validation_errors
 
-log = logging.getLogger("simulators.infobip.api")
+log = logging.getLogger(__name__)
 
 DIALOGS_PATH = "/calls/1/dialogs"
 #: Reference: dialog creation is throttled at 20 requests/s (when emulation is on).

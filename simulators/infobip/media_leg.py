@@ -30,12 +30,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 
-from shared.pcm import is_silent
+from callbridge.shared.pcm import is_silent
 
 from .media_messages import FRAME_MS, connected_message, dtmf_message, frame_bytes, is_clear
 from .playout import Drop, Playout
 
-log = logging.getLogger("simulators.infobip.media")
+log = logging.getLogger(__name__)
 
 #: A gap between received frames above this counts as late (two frame periods).
 LATE_GAP_MS = 40.0

@@ -2,7 +2,8 @@
 
 No published spec covers this socket (Infobip's OpenAPI document does not describe it); the
 shapes below are the ones docs/protocol-assumptions.md records with their sources and what
-breaks if they are wrong. They are written here, not imported from `shared.infobip_media`,
+breaks if they are wrong. They are written here, not imported from
+`callbridge.shared.infobip_media`,
 so the gateway's parser is tested against an independent statement of the protocol.
 """
 

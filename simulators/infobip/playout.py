@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.pcm import SAMPLE_WIDTH, is_silent
+from callbridge.shared.pcm import SAMPLE_WIDTH, is_silent
 
 
 @dataclass

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from shared.pcm import read_wav, resample
-from simulators import ASSETS_DIR
+from callbridge.shared.pcm import read_wav, resample
+from callbridge.simulators import ASSETS_DIR
 
 from .media_leg import MediaLeg
 

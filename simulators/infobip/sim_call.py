@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from shared.logging_setup import call_id_var
+from callbridge.shared.logging_setup import call_id_var
 
 from .calls import (
     CANCELLED,
@@ -35,7 +35,7 @@ from .media_leg import MediaLeg, MediaLegOptions
 from .script import CallScript, converse
 from .webhooks import OrderedSender, WebhookPoster
 
-log = logging.getLogger("simulators.infobip.call")
+log = logging.getLogger(__name__)
 
 #: Bound on waiting for the last events to be delivered once a call ended.
 FLUSH_TIMEOUT_S = 30.0

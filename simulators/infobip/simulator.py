@@ -25,7 +25,7 @@ from .sim_call import SimCall
 from .spec_validation import published_spec
 from .webhooks import WebhookAttempt, WebhookHmacScheme, WebhookPoster
 
-log = logging.getLogger("simulators.infobip")
+log = logging.getLogger(__name__)
 
 
 class InfobipSimulator:

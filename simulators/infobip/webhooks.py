@@ -37,7 +37,7 @@ import orjson
 
 from .spec_validation import SpecViolation, published_spec
 
-log = logging.getLogger("simulators.infobip.webhooks")
+log = logging.getLogger(__name__)
 
 
 class WebhookAttempt(NamedTuple):

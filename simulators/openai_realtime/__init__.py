@@ -12,9 +12,9 @@ Modules: `server` (socket, handshake, fault hooks), `session` (one session's sta
 session.update), `audio` (scripted replies), `records` (SimSession), `wire` (event shapes).
 """
 
-from simulators.openai_realtime.audio import ANSWER, DEFAULT_SCRIPT, GREETING, Reply
-from simulators.openai_realtime.records import ResponseRecord, SimSession
-from simulators.openai_realtime.server import RealtimeSimulator, serve_forever
+from callbridge.simulators.openai_realtime.audio import ANSWER, DEFAULT_SCRIPT, GREETING, Reply
+from callbridge.simulators.openai_realtime.records import ResponseRecord, SimSession
+from callbridge.simulators.openai_realtime.server import RealtimeSimulator, serve_forever
 
 __all__ = ["ANSWER", "DEFAULT_SCRIPT", "GREETING", "RealtimeSimulator", "Reply",
            "ResponseRecord", "SimSession", "serve_forever"]

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from shared.pcm import read_wav, resample
-from simulators import ASSETS_DIR
+from callbridge.shared.pcm import read_wav, resample
+from callbridge.simulators import ASSETS_DIR
 
 PCM_RATE = 24000
 G711_RATE = 8000

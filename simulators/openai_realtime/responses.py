@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from simulators.openai_realtime.audio import Reply, bytes_per_ms, encoded_reply_audio
-from simulators.openai_realtime.records import ResponseRecord
-from simulators.openai_realtime.wire import event, new_id
+from callbridge.simulators.openai_realtime.audio import Reply, bytes_per_ms, encoded_reply_audio
+from callbridge.simulators.openai_realtime.records import ResponseRecord
+from callbridge.simulators.openai_realtime.wire import event, new_id
 
 Emit = Callable[..., Awaitable[None]]
 

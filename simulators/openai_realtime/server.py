@@ -27,10 +27,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from simulators.openai_realtime.audio import Reply
-from simulators.openai_realtime.records import SimSession
-from simulators.openai_realtime.session import RealtimeSession
-from simulators.openai_realtime.wire import ClientError, dumps, error_event
+from callbridge.simulators.openai_realtime.audio import Reply
+from callbridge.simulators.openai_realtime.records import SimSession
+from callbridge.simulators.openai_realtime.session import RealtimeSession
+from callbridge.simulators.openai_realtime.wire import ClientError, dumps, error_event
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,21 @@ from typing import Any
 
 import orjson
 
-from simulators.openai_realtime.audio import DEFAULT_SCRIPT, Reply, decode_g711, reply_for
-from simulators.openai_realtime.records import ResponseRecord, SimSession
-from simulators.openai_realtime.responses import ActiveResponse, ConvItem, ResponseHost
-from simulators.openai_realtime.sdk_validation import check_server_event, validate_client_event
-from simulators.openai_realtime.vad import EnergyVad, SpeechStarted, VadConfig, VadEvent
-from simulators.openai_realtime.validation import default_session, validate_update
-from simulators.openai_realtime.wire import (
+from callbridge.simulators.openai_realtime.audio import (
+    DEFAULT_SCRIPT,
+    Reply,
+    decode_g711,
+    reply_for,
+)
+from callbridge.simulators.openai_realtime.records import ResponseRecord, SimSession
+from callbridge.simulators.openai_realtime.responses import ActiveResponse, ConvItem, ResponseHost
+from callbridge.simulators.openai_realtime.sdk_validation import (
+    check_server_event,
+    validate_client_event,
+)
+from callbridge.simulators.openai_realtime.vad import EnergyVad, SpeechStarted, VadConfig, VadEvent
+from callbridge.simulators.openai_realtime.validation import default_session, validate_update
+from callbridge.simulators.openai_realtime.wire import (
     ClientError,
     dumps,
     error_event,

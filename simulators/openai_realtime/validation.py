@@ -1,7 +1,8 @@
 """What the live service does with a valid `session.update`, and a fresh session's defaults.
 
 Whether a client event is *valid* is decided before this module runs, by the official SDK's
-types (`simulators.openai_realtime.sdk_validation`): unknown keys, missing `session.type`,
+types (`callbridge.simulators.openai_realtime.sdk_validation`): unknown keys, missing
+`session.type`,
 wrong JSON types. What is left here is behaviour the SDK's types cannot express, from
 the Realtime API reference (https://platform.openai.com/docs/api-reference/realtime) and
 docs/protocol-assumptions.md: the voices the
@@ -17,7 +18,7 @@ import copy
 import time
 from typing import Any
 
-from simulators.openai_realtime.wire import (
+from callbridge.simulators.openai_realtime.wire import (
     ClientError,
     invalid_type,
     invalid_value,

@@ -1,7 +1,8 @@
 """Server-event construction shared by the simulator's modules (pure, no I/O).
 
 Every server event is a dict whose FIRST key is `type` and second `event_id`: the gateway's
-`shared.realtime_events.peek_type` relies on `type` being the first "type" in the text, as it
+`callbridge.shared.realtime_events.peek_type` relies on `type` being the first "type" in the text,
+as it
 is on the live server (https://platform.openai.com/docs/api-reference/realtime). Ids are cheap
 counters with a per-process prefix, shaped like the real ones (`event_…`, `item_…`, `resp_…`).
 """

@@ -1,6 +1,7 @@
 """Cut Infobip's published Voice OpenAPI document down to what the simulator serves.
 
-Usage: python -m simulators.infobip.spec.reduce_spec <infobip-voice-openapi.json> [out.json]
+Usage: python -m callbridge.simulators.infobip.spec.reduce_spec <infobip-voice-openapi.json>
+[out.json]
 
 Keeps `openapi` and `info` as published, the operations in `SERVED` (paths and the call
 event webhook), and every component they reach: `$ref`s and OpenAPI discriminator mappings

@@ -1,0 +1,1 @@
+"""The operator commands' tests (``callbridge status``, ``setup``, ``preflight``)."""
