@@ -11,7 +11,7 @@
 #   4. the project's wheels on the host (deploy/build-wheels.sh), `docker build` (offline)
 #   5. `docker-compose --compatibility up -d`: Redis (AOF, password), HAProxy, ingress x2,
 #      orchestrator x2, gateway x2; wait for every health check; `docker-compose ps`
-#   6. tests/test_containers_lb.py against the containers (simulators on the host)
+#   6. tests/stack/test_containers_lb.py against the containers (simulators on the host)
 #   7. `docker-compose down -v`, also on failure or Ctrl-C
 #
 # Every wait is bounded; each section prints its duration and the running total.
@@ -116,7 +116,7 @@ export REDIS_APPENDFSYNC=always            # the durability checks assert zero l
 REDIS_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(24))'); export REDIS_PASSWORD
 export WEBHOOK_BASIC_USER=infobip
 WEBHOOK_BASIC_PASSWORD=$(python3 -c 'import secrets; print(secrets.token_hex(24))'); export WEBHOOK_BASIC_PASSWORD
-export DRAIN_TIMEOUT_S=120                 # bounded in CI; compose's default is 600
+export GATEWAY_DRAIN_TIMEOUT_S=120                 # bounded in CI; compose's default is 600
 export CALLBRIDGE_COMPOSE="docker-compose --compatibility"
 COMPOSE=(docker-compose --compatibility)
 
@@ -167,6 +167,6 @@ done
 "${COMPOSE[@]}" ps
 
 # --- 6. the through-the-load-balancer test --------------------------------------------
-section "tests/test_containers_lb.py through HAProxy at 127.0.0.1:$LB_PORT"
+section "tests/stack/test_containers_lb.py through HAProxy at 127.0.0.1:$LB_PORT"
 CALLBRIDGE_CONTAINERS=1 .venv/bin/python -m pytest -p no:cacheprovider -q -s -rA \
-  tests/test_containers_lb.py
+  tests/stack/test_containers_lb.py

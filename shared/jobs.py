@@ -13,6 +13,8 @@ import orjson
 HANDLE_EVENT = "handle_event"
 HANGUP_CALL = "hangup_call"
 TRANSFER_CALL = "transfer_call"
+#: A call whose media gateway was lost gets a new media dialog (orchestrator rebridge.py).
+REBRIDGE_CALL = "rebridge_call"
 
 
 def job_id(kind: str, *parts: str) -> str:

@@ -22,7 +22,7 @@ call_id_var: ContextVar[str | None] = ContextVar("call_id", default=None)
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^\s/?#]*)@")
 #: `password=...` and its relatives in query strings (redis-py reads `?password=`).
 _QUERY_SECRET = re.compile(
-    r"(?P<name>[?&;](?:password|passwd|pwd|pass|token|access_token|secret|api_?key|apikey"
+    r"(?P<name>[?&;](?:password|passwd|pwd|pass|token|access_token|secret|api[-_]?key|apikey"
     r"|key|auth|sig|signature)=)(?P<value>[^&#\s]+)", re.IGNORECASE)
 #: A user name alone that looks like a credential (a token used as the user, as in
 #: https://<token>@host): long, or letters and digits mixed.

@@ -31,13 +31,15 @@ def call_record(call_id: str) -> str:
     return f"{PREFIX}:call:{call_id}"
 
 
-def dialog_claim(call_id: str) -> str:
-    """String: SET NX guard so exactly one dialog is ever requested for a call."""
-    return f"{PREFIX}:dialog-claim:{call_id}"
+def dialog_claim(call_id: str, generation: int = 0) -> str:
+    """String: SET NX guard so exactly one media dialog is ever requested for a call and
+    media generation (0: the first dialog; each re-bridge after a lost gateway has its own)."""
+    suffix = f":g{generation}" if generation else ""
+    return f"{PREFIX}:dialog-claim:{call_id}{suffix}"
 
 
 def media_token(token: str) -> str:
-    """String (JSON): a one-time media token -> {call_id, profile, expires_at}. GETDEL to use."""
+    """String (JSON, shared/media_tokens.py): a one-time media token. GETDEL to use."""
     return f"{PREFIX}:media-token:{token}"
 
 
@@ -62,7 +64,8 @@ def gateway_sessions(gateway_id: str) -> str:
 
 
 def gateway_heartbeat(gateway_id: str) -> str:
-    """String with a short TTL, refreshed by a live gateway (JSON: sessions, ready, at)."""
+    """String with a TTL, rewritten by a live gateway every HEARTBEAT_EVERY_S (JSON:
+    sessions, ready, at, seq); a value that stops changing is a gateway that stopped."""
     return f"{PREFIX}:gateway:{gateway_id}:heartbeat"
 
 

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from bench.faults.stack import webhook_headers
 from callbridge.shared import redis_keys
+from callbridge.shared.media_tokens import MediaTokenRecord
 from callbridge.simulators import ASSETS_DIR
 from callbridge.simulators.infobip import CallScript, InfobipSimulator, MediaLeg, SimCall
 
@@ -194,8 +195,8 @@ async def issue_token(client: aioredis.Redis, call_id: str, ttl_s: int = 120) ->
     """A one-time media token exactly as the orchestrator stores it (contract "Media token"):
     lets the suite open media legs to a gateway without a Calls API dialog."""
     token = secrets.token_urlsafe(24)
-    record = {"call_id": call_id, "profile": "default", "expires_at": int(time.time()) + ttl_s}
-    await client.set(redis_keys.media_token(token), orjson.dumps(record), ex=ttl_s)
+    record = MediaTokenRecord.mint(call_id, "default", ttl_s)
+    await client.set(redis_keys.media_token(token), record.to_json(), ex=ttl_s)
     return token
 
 

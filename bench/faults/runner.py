@@ -96,6 +96,7 @@ SCENARIOS = (
     Scenario("2 dup-replay-orch-kill", "s_webhooks:duplicates", 60, 120),
     Scenario("3 calls-api-storm", "s_webhooks:storm", 50, 120),
     Scenario("4 model-drop-expire", "s_model:drop_and_expire", 60, 120),
+    Scenario("4b model-primary-dies-failover", "s_model:primary_dies_failover", 45, 90),
     Scenario("5 gateway-sigterm", "s_gateway:sigterm", 50, 120),
     Scenario("6a gateway-sigkill", "s_gateway:sigkill", 50, 120),
     Scenario("6b gateway-sigstop", "s_gateway:sigstop", 50, 120),

@@ -1,7 +1,7 @@
 """Scenario 7: half-open and abusive peers, on both public ports.
 
 Invariants: a media socket that goes silent without closing (no frames, no pongs, no close)
-ends within IDLE_TIMEOUT_S / the keep-alive timeout and its model socket is freed; slowloris
+ends within GATEWAY_IDLE_TIMEOUT_S / the keep-alive timeout and its model socket is freed; slowloris
 clients (headers or body dribbled byte by byte) on the webhook port do not starve honest
 webhooks (every one answered 200) and body dribblers get 408; an oversized WebSocket message
 closes with 1009; a connection past GATEWAY_MAX_SESSIONS gets a clean HTTP 503 on upgrade;
@@ -83,8 +83,9 @@ async def _half_open(stack: FaultStack, url: str) -> tuple[str, ClientConnection
 
 async def abuse(ctx: Ctx, row: Row) -> None:
     opts = FaultOptions(env={
-        "GATEWAY_MAX_SESSIONS": str(CAP), "IDLE_TIMEOUT_S": str(IDLE_S),
-        "KEEPALIVE_INTERVAL_S": str(KEEPALIVE_S), "KEEPALIVE_TIMEOUT_S": str(KEEPALIVE_S),
+        "GATEWAY_MAX_SESSIONS": str(CAP), "GATEWAY_IDLE_TIMEOUT_S": str(IDLE_S),
+        "GATEWAY_KEEPALIVE_INTERVAL_S": str(KEEPALIVE_S), "GATEWAY_KEEPALIVE_TIMEOUT_S":
+        str(KEEPALIVE_S),
         "INGRESS_BODY_TIMEOUT_S": "3"})
     seconds = ctx.sizef(8, 20)
     async with ctx.stack("abuse", opts) as stack:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import orjson
 from bench.faults.drive import post_raw, probe_body
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
+from bench.faults.slow_client import dribble_request_head
 from bench.faults.stack import FaultOptions, webhook_headers
 from callbridge.services.stack.haproxy import EdgeLimits
 from callbridge.shared import redis_keys
@@ -152,31 +152,6 @@ async def forwarded_spoofing(ctx: Ctx, row: Row) -> None:
 
 # 12c ---------------------------------------------------------------------------------------
 
-async def _dribble(port: int, limit_s: float) -> tuple[float, bytes]:
-    """A request head one byte every 100 ms; (seconds until answered or closed, answer)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-    started = time.monotonic()
-    answer = b""
-    try:
-        while time.monotonic() - started < limit_s:
-            try:
-                writer.write(b"X")
-                await writer.drain()
-                chunk = await asyncio.wait_for(reader.read(200), 0.1)
-            except TimeoutError:
-                continue
-            except (ConnectionError, OSError):
-                break
-            answer = chunk
-            break
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-    return time.monotonic() - started, answer
-
-
 def _oversized(type_: str, size: int, key: str) -> bytes:
     pad: dict[str, str] = {"pad": ""}
     event = {"type": type_, "callId": key, "timestamp": "2026-01-15T12:00:00.000+0000",
@@ -195,7 +170,8 @@ async def dribblers_and_oversized(ctx: Ctx, row: Row) -> None:
         length_before = await client.xlen(redis_keys.EVENTS_STREAM)
         ctx.phase("dribblers")
         (lb_s, lb_answer), (direct_s, direct_answer) = await asyncio.gather(
-            _dribble(stack.lb_port, 15), _dribble(stack.port_of("ingress-1"), 15))
+            dribble_request_head(stack.lb_port, 15),
+            dribble_request_head(stack.port_of("ingress-1"), 15))
         row.faults += 2
         row.check("HAProxy answers a header dribbler 408", lb_answer.startswith(
             b"HTTP/1.1 408") and lb_s < lb_timeout_s + 3, f"{lb_s:.1f}s {lb_answer[:40]!r}")

@@ -132,7 +132,7 @@ async def fuzz(ctx: Ctx, row: Row) -> None:
     fake = FuzzModel(model)
     fake_url = await fake.start()
     try:
-        async with ctx.stack("fuzz", FaultOptions(env={"IDLE_TIMEOUT_S": "30"})) as stack:
+        async with ctx.stack("fuzz", FaultOptions(env={"GATEWAY_IDLE_TIMEOUT_S": "30"})) as stack:
             statuses = await _fuzz_ingress(stack.webhook_url, bodies)
             gw_url = f"ws://127.0.0.1:{stack.port_of('gateway-1')}/media"
             legs = [(await open_leg(stack.redis_client, gw_url))[0] for _ in range(4)]

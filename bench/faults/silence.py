@@ -6,8 +6,7 @@ Two measures (README.md, "Longest caller silence"):
   plays at max(its arrival, the end of the frame before it), as Infobip plays a stream — the
   longest stretch inside [start, end] during which nothing audible played (no frame at all,
   or frames under `callbridge.shared.pcm.is_silent`'s threshold). Used from a fault that hit a live
-  call
-  until the call recovered (the agent heard again) or ended: it is the gap the fault caused.
+  call until the call recovered (the agent heard again) or ended: it is the gap the fault caused.
 - `max_frame_gap(leg, start, end)`: the longest time between two consecutive received frames
   while the leg was open. The gateway streams a steady 20 ms stream (silence filler
   included: shared/audio/playout.py), so anything above ~40 ms means the line went dead.

@@ -5,6 +5,8 @@
     python -m bench.gateway --levels 100,250 --seconds 20 --rate 24000 --json
     python -m bench.gateway.calibrate        # only the machine's cost of one frame send
     python -m bench.gateway --relay floor --levels 100,150   # the minimal Python relay
+    python -m bench.gateway --relay gateway,floor,node --levels 100,150 --repeat 3
+                                             # the gateway beside its anchors, with ratios
 
 Layout on a 2-core box (as in the gateway's reference measurement): the gateway alone
 on core 0 (`taskset -c 0`); the OpenAI simulator (replies at 4x real time), a private
@@ -22,6 +24,13 @@ Measured per level, over the same window:
 - gateway CPU (utime+stime from /proc/<pid>/stat, one core = 100 %) and RSS above the idle
   process (VmRSS), per call.
 A level passes with p99 <= 10 ms in both directions and no late or dropped frames.
+
+Anchors (`--relay` takes a comma-separated list): `floor` is the minimal Python relay
+(floor_relay.py), `node` a minimal Node relay in the design of Infobip's OpenAI tutorial
+(bench/anchors/node_relay.js, `ws` installed from the lock by bench/anchors/node.py). Several
+relays run interleaved at each level (and each repeat) under the same legs, simulator and
+pinning, and a last table prints CPU per call side by side with the ratios, because our
+machines differ by up to 3x from day to day and only ratios taken in one run compare.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import math
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +51,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.anchors.node import NodeUnavailable, node_command
 from bench.gateway import calibrate
 from bench.gateway.calibrate import GATEWAY_CORE, LOAD_CORE, pin
 from callbridge.shared.realtime_events import MODEL_RATE
@@ -51,6 +62,19 @@ CALLS_PER_GENERATOR = 75
 TARGET_P99_S = 0.010
 LEVELS = (25, 50, 100, 150, 200, 250, 300)
 QUICK_LEVELS = (10, 25)
+RELAYS = ("gateway", "floor", "node")
+#: The anchors' target: the gateway's CPU per call at most this many times the Node relay's,
+#: at these levels.
+TARGET_VS_NODE, TARGET_LEVELS = 1.0, (100, 150)
+#: Above this share of the window spent waiting for its core (other processes on core 0), a
+#: relay is starved: it does less work than the load asks (frames dropped), so its CPU per
+#: call reads low and a ratio against it means little. The side-by-side table flags it.
+STARVED_RUNQ_PCT = 10.0
+TITLES = {
+    "gateway": "media gateway",
+    "floor": "the floor (the minimal Python relay, bench/gateway/floor_relay.py)",
+    "node": "the Node relay (the Infobip tutorial's design, bench/anchors/node_relay.js)",
+}
 
 
 @dataclass
@@ -70,6 +94,8 @@ class Level:
     gateway_late: int
     gen_lag_max_ms: float
     passed: bool
+    relay: str = "gateway"
+    repeat: int = 0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -162,7 +188,19 @@ def _p99(before: dict[float, float], after: dict[float, float]) -> float:
     return math.inf
 
 
-def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
+def relay_command(relay: str) -> tuple[list[str], dict[str, str]]:
+    """The command starting `relay` (without the pinning prefix) and its extra environment.
+    Raises NodeUnavailable for `node` when Node or its packages cannot be had."""
+    py = sys.executable
+    if relay == "gateway":
+        return [py, "-m", "callbridge.services.cli", "gateway"], {}
+    if relay == "floor":
+        return [py, "-m", "bench.gateway.floor_relay"], {}
+    return node_command("node_relay.js")
+
+
+def run_level(calls: int, args: argparse.Namespace, redis_url: str, relay: str = "gateway",
+              repeat: int = 0) -> Level:
     py = sys.executable
     sim_port, gw_port = free_port(), free_port()
     quiet = {**os.environ, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text"}
@@ -172,13 +210,13 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
     env = {**quiet, "REDIS_URL": redis_url, "OPENAI_API_KEY": "sk-sim",
            "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{sim_port}/v1/realtime",
            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gw_port),
-           "GATEWAY_MAX_SESSIONS": str(calls + 10), "DRAIN_TIMEOUT_S": "2",
-           "IDLE_TIMEOUT_S": "30", "GATEWAY_ID": f"bench-{calls}"}
-    profile = ["-m", "cProfile", "-o", f"{args.profile}.{calls}"] if args.profile else []
-    relay = ["-m", "callbridge.services.cli", "gateway"] if args.relay == "gateway" else \
-        ["-m", "bench.gateway.floor_relay"]
-    gateway = subprocess.Popen([*pin(GATEWAY_CORE), py, *profile, *relay], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL)
+           "GATEWAY_MAX_SESSIONS": str(calls + 10), "GATEWAY_DRAIN_TIMEOUT_S": "2",
+           "GATEWAY_IDLE_TIMEOUT_S": "30", "GATEWAY_ID": f"bench-{calls}"}
+    command, extra_env = relay_command(relay)
+    if args.profile and relay == "gateway":
+        command = [py, "-m", "cProfile", "-o", f"{args.profile}.{calls}", *command[1:]]
+    gateway = subprocess.Popen([*pin(GATEWAY_CORE), *command], cwd=ROOT,
+                               env={**env, **extra_env}, stdout=subprocess.DEVNULL)
     generators: list[subprocess.Popen[bytes]] = []
     try:
         _wait_port(sim_port)
@@ -247,41 +285,133 @@ def run_level(calls: int, args: argparse.Namespace, redis_url: str) -> Level:
                  round(rss / max(1, calls), 3), p99_caller * 1000, p99_model * 1000, p99_lag * 1000,
                  round(runq_pct, 1), late,
                  max(float(r["max_gap_ms"]) for r in results), dropped, gw_late,
-                 round(max(float(r["gen_lag_max_ms"]) for r in results), 1), passed)
+                 round(max(float(r["gen_lag_max_ms"]) for r in results), 1), passed, relay,
+                 repeat)
 
 
 def _fmt_ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"<={value:g}"
 
 
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
 def print_table(levels: list[Level], args: argparse.Namespace,
-                send_cost: calibrate.SendCost) -> None:
-    what = "media gateway" if args.relay == "gateway" else \
-        "the floor (the minimal Python relay, bench/gateway/floor_relay.py)"
-    print(f"\n{what}, {args.rate} Hz, {args.seconds:g} s measured per level; relay on "
+                send_cost: calibrate.SendCost, relay: str = "gateway") -> None:
+    """One relay's levels as the benchmark has always printed them (a `run` column first
+    when there are repeats)."""
+    print(f"\n{TITLES[relay]}, {args.rate} Hz, {args.seconds:g} s measured per level; relay on "
           f"core {GATEWAY_CORE}, simulator + legs + Redis on core {LOAD_CORE}")
     print(f"machine: {send_cost.describe()}")
-    head = ("calls", "ok", "gw CPU %", "CPU %/call", "RSS MB", "MB/call", "p99 ->caller ms",
-            "p99 ->model ms", "gw lag p99 ms", "runq wait %", "late", "max gap ms", "dropped",
-            "gw late", "gen lag max ms", "pass")
-    rows = [head] + [(
+    repeats = args.repeat > 1
+    head: tuple[str, ...] = (
+        "calls", "ok", "gw CPU %", "CPU %/call", "RSS MB", "MB/call", "p99 ->caller ms",
+        "p99 ->model ms", "gw lag p99 ms", "runq wait %", "late", "max gap ms", "dropped",
+        "gw late", "gen lag max ms", "pass")
+    if repeats:
+        head = ("run", *head)
+    rows: list[tuple[str, ...]] = [head] + [(
+        *((str(lv.repeat + 1),) if repeats else ()),
         str(lv.calls), str(lv.connected), f"{lv.cpu_pct:.1f}",
         f"{lv.cpu_pct / max(1, lv.calls):.3f}", f"{lv.rss_mb:.0f}", f"{lv.rss_per_call_mb:.3f}",
         _fmt_ms(lv.p99_to_caller_ms), _fmt_ms(lv.p99_to_model_ms),
         _fmt_ms(lv.p99_loop_lag_ms), f"{lv.runq_wait_pct:.1f}", str(lv.late),
         f"{lv.max_gap_ms:.0f}", str(lv.dropped), str(lv.gateway_late),
         f"{lv.gen_lag_max_ms:.1f}", "yes" if lv.passed else "NO") for lv in levels]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for i, row in enumerate(rows):
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    _print_rows(rows)
     best = max((lv.calls for lv in levels if lv.passed), default=0)
     cpu_per_call = [lv.cpu_pct / lv.calls for lv in levels if lv.calls >= 100] or \
         [lv.cpu_pct / lv.calls for lv in levels]
     by_cpu = 100.0 / (sum(cpu_per_call) / len(cpu_per_call)) if cpu_per_call else 0.0
     print(f"\nlargest N with p99 <= 10 ms and no late/dropped frames: {best}")
     print(f"calls per core by CPU (mean CPU per call at >= 100 calls): {by_cpu:.0f}")
+
+
+_PAIRS = (("gateway", "node"), ("gateway", "floor"), ("floor", "node"))
+
+
+def _cpu_per_call(lv: Level) -> float:
+    return lv.cpu_pct / max(1, lv.calls)
+
+
+def compare(levels: list[Level], relays: list[str]) -> list[dict[str, float]]:
+    """Per level: each relay's median CPU per call and MB per call over the repeats, and for
+    each pair the median of the repeats' ratios (the relays of one repeat ran back to back
+    at that level, so each ratio is taken over the same few minutes of the machine)."""
+    rows: list[dict[str, float]] = []
+    for calls in sorted({lv.calls for lv in levels}):
+        at = {(lv.relay, lv.repeat): lv for lv in levels if lv.calls == calls}
+        row: dict[str, float] = {"calls": calls}
+        for relay in relays:
+            group = [lv for (r, _), lv in at.items() if r == relay]
+            row[f"{relay}_cpu_per_call"] = statistics.median(
+                [_cpu_per_call(lv) for lv in group]) if group else math.nan
+            row[f"{relay}_mb_per_call"] = statistics.median(
+                [lv.rss_per_call_mb for lv in group]) if group else math.nan
+            row[f"{relay}_runs"] = len(group)
+            row[f"{relay}_runq_wait_max"] = max(
+                (lv.runq_wait_pct for lv in group), default=math.nan)
+        for a, b in _PAIRS:
+            if a not in relays or b not in relays:
+                continue
+            ratios = [_cpu_per_call(at[(a, rep)]) / _cpu_per_call(at[(b, rep)])
+                      for (r, rep) in at if r == a and (b, rep) in at
+                      and at[(b, rep)].cpu_pct > 0]
+            row[f"{a}/{b}"] = statistics.median(ratios) if ratios else math.nan
+        rows.append(row)
+    return rows
+
+
+def print_comparison(rows: list[dict[str, float]], relays: list[str],
+                     args: argparse.Namespace) -> None:
+    pairs = [(a, b) for a, b in _PAIRS if a in relays and b in relays]
+    runs = "median of " + (f"{args.repeat} runs" if args.repeat > 1 else "1 run")
+    print(f"\nside by side: CPU % of a core per call ({runs}; each level ran the relays back to "
+          f"back); ratios: the median of each run's ratio")
+    head = ("calls", *(f"{r} CPU %/call" for r in relays), *(f"{a}/{b}" for a, b in pairs),
+            *(f"{r} MB/call" for r in relays), "max runq wait %")
+    table = [head] + [(
+        str(int(row["calls"])), *(f"{row[f'{r}_cpu_per_call']:.3f}" for r in relays),
+        *(f"{row[f'{a}/{b}']:.2f}x" for a, b in pairs),
+        *(f"{row[f'{r}_mb_per_call']:.3f}" for r in relays),
+        f"{max(row[f'{r}_runq_wait_max'] for r in relays):.1f}") for row in rows]
+    _print_rows(table)
+    starved = [int(row["calls"]) for row in rows
+               if max(row[f"{r}_runq_wait_max"] for r in relays) > STARVED_RUNQ_PCT]
+    if starved:
+        print(f"\nWARNING: at {', '.join(map(str, starved))} calls a relay waited for its core "
+              f"more than {STARVED_RUNQ_PCT:g} % of a window (other processes on core "
+              f"{GATEWAY_CORE}): a starved relay drops work and its CPU per call reads low; "
+              f"re-run those levels on a quieter machine")
+    if "gateway" in relays and "node" in relays:
+        ratios = {int(row["calls"]): row["gateway/node"] for row in rows
+                  if int(row["calls"]) in TARGET_LEVELS}
+        if ratios:
+            met = all(v <= TARGET_VS_NODE for v in ratios.values())
+            missing = [n for n in TARGET_LEVELS if n not in ratios]
+            print(f"\ntarget gateway CPU per call <= {TARGET_VS_NODE:g}x the Node relay's at "
+                  f"{' and '.join(str(n) for n in TARGET_LEVELS)} calls: "
+                  + ", ".join(f"{n} calls {v:.2f}x" for n, v in sorted(ratios.items()))
+                  + f" -> {'MET' if met else 'MISSED'}"
+                  + (f" (not run: {', '.join(map(str, missing))} calls)" if missing else ""))
+
+
+def _resolve_relays(requested: list[str]) -> list[str]:
+    """The relays that can run here: `node` is dropped, with the reason on stderr, when Node,
+    npm or the locked packages cannot be had (installing them on first use)."""
+    if "node" not in requested:
+        return requested
+    try:
+        relay_command("node")
+    except NodeUnavailable as exc:
+        print(f"bench.gateway: skipping the Node relay: {exc}", file=sys.stderr)
+        return [r for r in requested if r != "node"]
+    return requested
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,20 +429,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true",
                         help="print each level's histograms on stderr: relay latency, loop "
                              "lag and GC pauses by generation (a stall's usual suspects)")
-    parser.add_argument("--relay", choices=("gateway", "floor"), default="gateway",
-                        help="what relays the calls: the gateway as deployed (default) or "
-                             "the floor, the minimal Python relay (floor_relay.py), for the "
-                             "machine's cost of relaying alone; the floor has no latency "
-                             "histograms and does not pace, so only its CPU column compares")
+    parser.add_argument("--relay", default="gateway",
+                        help="what relays the calls, one or a comma-separated list run "
+                             "interleaved with a side-by-side table and ratios: gateway (as "
+                             "deployed, the default), floor (the minimal Python relay, "
+                             "floor_relay.py), node (the minimal Node relay of the Infobip "
+                             "tutorial's design, bench/anchors/node_relay.js; skipped with a "
+                             "message without node/npm). The anchors have no latency "
+                             "histograms and do not pace, so only their CPU and memory compare")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of every level and relay; the side-by-side table takes "
+                             "medians (default 1)")
     parser.add_argument("--profile", metavar="PATH",
                         help="run the gateway under cProfile, writing PATH.<calls>")
     args = parser.parse_args(argv)
-    if args.relay == "floor" and args.rate != MODEL_RATE:
-        parser.error("the floor relays 24 kHz only (it does not resample): drop --rate")
+    requested = list(dict.fromkeys(r.strip() for r in args.relay.split(",") if r.strip()))
+    unknown = [r for r in requested if r not in RELAYS]
+    if not requested or unknown:
+        parser.error(f"--relay takes {', '.join(RELAYS)} (comma-separated); got {args.relay!r}")
+    if any(r != "gateway" for r in requested) and args.rate != MODEL_RATE:
+        parser.error("the anchors relay 24 kHz only (they do not resample): drop --rate")
+    args.repeat = max(1, min(args.repeat, 20))
     if args.quick:
         args.seconds, args.ramp, args.warmup = 5.0, 2.0, 2.0
     levels = ([int(x) for x in args.levels.split(",")] if args.levels
               else list(QUICK_LEVELS if args.quick else LEVELS))
+    relays = _resolve_relays(requested)
+    if not relays:
+        return 0  # only the Node relay was asked for, and it cannot run here (said why)
     results: list[Level] = []
     fails = 0
     if shutil.which("taskset") and hasattr(os, "sched_setaffinity"):
@@ -321,18 +465,35 @@ def main(argv: list[str] | None = None) -> int:
     send_cost = calibrate.measure(pin(GATEWAY_CORE), pin(LOAD_CORE))
     if not args.json:
         print(f"  machine: {send_cost.describe()}", file=sys.stderr)
+    # Failures that stop the run are the gateway's (the anchors neither pace nor fill
+    # silence, so their legs always report gaps), or the only relay's.
+    judged = "gateway" if "gateway" in relays else relays[0]
     with RedisServer(extra_args=["--maxclients", "10000"]) as r:
         for calls in levels:
-            level = run_level(calls, args, r.url)
-            results.append(level)
-            if not args.json:
-                print(f"  {calls} calls: {'pass' if level.passed else 'FAIL'}", file=sys.stderr)
-            fails = 0 if level.passed else fails + 1
+            verdicts = []
+            for repeat in range(args.repeat):
+                for relay in relays:
+                    level = run_level(calls, args, r.url, relay, repeat)
+                    results.append(level)
+                    if relay == judged:
+                        verdicts.append(level.passed)
+                    if not args.json:
+                        print(f"  {calls} calls, {relay}"
+                              f"{f' (run {repeat + 1})' if args.repeat > 1 else ''}: "
+                              f"{'pass' if level.passed else 'FAIL'}, CPU "
+                              f"{_cpu_per_call(level):.3f} %/call", file=sys.stderr)
+            passed = sum(verdicts) * 2 > len(verdicts)  # a majority of the repeats
+            fails = 0 if passed else fails + 1
             if fails >= args.stop_after_fail:
                 break
+    rows = compare(results, relays) if len(relays) > 1 else []
     if args.json:
-        print(json.dumps({"send_cost": asdict(send_cost),
-                          "levels": [asdict(lv) for lv in results]}, indent=2))
-    else:
-        print_table(results, args, send_cost)
+        print(json.dumps({"send_cost": asdict(send_cost), "relays": relays,
+                          "levels": [asdict(lv) for lv in results], "side_by_side": rows},
+                         indent=2))
+        return 0
+    for relay in relays:
+        print_table([lv for lv in results if lv.relay == relay], args, send_cost, relay)
+    if rows:
+        print_comparison(rows, relays, args)
     return 0

@@ -3,12 +3,21 @@
     python -m bench.ingress            # full run (8 s per level, 3 repeats, medians)
     python -m bench.ingress --quick    # ~1 minute smoke run
     python -m bench.ingress --json     # machine-readable results instead of the table
+    python -m bench.ingress --variants durable,noop,express --rates 2000   # the anchors only
 
-Layout on a 2-core box (as /work/shared/perf-notes.md): the server process alone on core 0
-(`taskset -c 0`), the load generator and a private redis-server on core 1. For each repeat,
-each variant (durable, single, noop: see server.py) is started fresh and driven at
-saturation and at each fixed rate. Everything listens on and targets 127.0.0.1 only; every
-loop is bounded in count and time.
+Layout on a 2-core box: the server process alone on core 0 (`taskset -c 0`), the load
+generator and a private redis-server on core 1. For each repeat, each variant (durable,
+single, noop: see server.py; express: bench/anchors/express_webhook.js) is started fresh and
+driven at saturation and at each fixed rate. Everything listens on and targets 127.0.0.1
+only; every loop is bounded in count and time.
+
+Anchors: `noop` (an aiohttp handler that stores nothing) and `express` (a minimal Express
+app in the design of Infobip's OpenAI tutorial: parse, log, answer 200, store nothing) run in
+the same repeats as the durable ingress, and the run prints durable/express and durable/noop
+(saturation req/s, and capacity by CPU at each fixed rate), because our machines differ by up
+to 3x from day to day and only ratios taken in one run compare. `express` needs node and npm
+(its locked packages are installed by bench/anchors/node.py) and is skipped, with a message,
+without them.
 """
 
 from __future__ import annotations
@@ -26,11 +35,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.anchors.node import NodeUnavailable, node_command
 from callbridge.shared.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_CORE, CLIENT_CORE = "0", "1"
 TARGET_RPS, TARGET_P99_MS, TARGET_RATE = 6200, 20.0, 2000
+#: Anchor targets, as ratios of saturation throughput measured in the same run:
+#: durable >= 2.0x Express and >= 0.6x the no-op aiohttp handler.
+TARGET_VS_ANCHOR = {"express": 2.0, "noop": 0.6}
+VARIANTS = ("durable", "single", "noop", "express")
 
 
 @dataclass
@@ -111,11 +125,21 @@ def _drive(port: int, rate: float, args: argparse.Namespace, pin: bool) -> dict[
 def _run_variant(variant: str, redis: RedisServer, repeat: int, args: argparse.Namespace,
                  pin: bool) -> list[Level]:
     port = free_port()
-    cmd = [*(_pin(SERVER_CORE) if pin else []), sys.executable, "-m", "bench.ingress.server",
-           "--variant", variant, "--port", str(port), "--redis-url", redis.url]
-    if args.no_uvloop:
-        cmd.append("--no-uvloop")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
+    env = dict(os.environ)
+    if variant == "express":
+        node, extra = node_command("express_webhook.js")
+        cmd = [*(_pin(SERVER_CORE) if pin else []), *node, "--port", str(port),
+               "--path", "/webhook", "--log", args.express_log]
+        env.update(extra)
+    else:
+        cmd = [*(_pin(SERVER_CORE) if pin else []), sys.executable, "-m",
+               "bench.ingress.server", "--variant", variant, "--port", str(port),
+               "--redis-url", redis.url]
+        if args.no_uvloop:
+            cmd.append("--no-uvloop")
+    # The servers' stdout is /dev/null: Express's per-request log line is written there
+    # (synchronously, as Node writes to files), so it costs what logging to a file costs.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     levels: list[Level] = []
     try:
         _wait_port(port, proc)
@@ -165,11 +189,62 @@ def _medians(levels: list[Level]) -> list[dict[str, object]]:
     return rows
 
 
-def _table(rows: list[dict[str, object]], args: argparse.Namespace, pin: bool) -> str:
+def anchor_ratios(levels: list[Level]) -> list[dict[str, object]]:
+    """durable / anchor for each anchor that ran: at saturation the ratio of req/s, at each
+    fixed rate the ratio of capacity by CPU (anchor's server CPU / durable's, both serving the
+    same rate); each the median of the repeats' ratios (the variants of one repeat ran back
+    to back)."""
+    by = {(lv.variant, lv.load, lv.repeat): lv for lv in levels}
+    loads = list(dict.fromkeys(lv.load for lv in levels if lv.variant == "durable"))
+    rows: list[dict[str, object]] = []
+    for anchor in TARGET_VS_ANCHOR:
+        if not any(lv.variant == anchor for lv in levels):
+            continue
+        row: dict[str, object] = {"anchor": anchor}
+        for load in loads:
+            ratios = []
+            for (variant, lv_load, rep), lv in by.items():
+                other = by.get((anchor, load, rep))
+                if variant != "durable" or lv_load != load or other is None:
+                    continue
+                if load == "saturation" and other.rps > 0:
+                    ratios.append(lv.rps / other.rps)
+                elif load != "saturation" and lv.server_cpu > 0:
+                    ratios.append(other.server_cpu / lv.server_cpu)
+            row[load] = statistics.median(ratios) if ratios else float("nan")
+        rows.append(row)
+    return rows
+
+
+def _ratio_table(ratios: list[dict[str, object]]) -> list[str]:
+    if not ratios:
+        return []
+    loads = [k for k in ratios[0] if k != "anchor"]
+    lines = ["", "durable / anchor, median of the repeats' ratios (saturation: req/s; fixed "
+             "rates: capacity by CPU = anchor's server CPU / durable's)", "",
+             "| anchor | " + " | ".join(loads) + " |", "|---|" + "---:|" * len(loads)]
+    for row in ratios:
+        lines.append(f"| {row['anchor']} | " + " | ".join(
+            f"{float(row[load]):.2f}x" for load in loads) + " |")  # type: ignore[arg-type]
+    lines.append("")
+    for row in ratios:
+        target = TARGET_VS_ANCHOR[str(row["anchor"])]
+        value = float(row.get("saturation", float("nan")))  # type: ignore[arg-type]
+        lines.append(f"target durable >= {target:g}x {row['anchor']} at saturation: "
+                     f"{value:.2f}x -> {'MET' if value >= target else 'MISSED'}")
+    return lines
+
+
+def _table(rows: list[dict[str, object]], args: argparse.Namespace, pin: bool,
+           ratios: list[dict[str, object]] | None = None) -> str:
     head = (f"ingress benchmark: {args.duration:g} s per level, median of {args.repeat} run(s), "
             f"{args.connections} connections at saturation, {args.rate_connections} at fixed "
             f"rates, server {'pinned to core ' + SERVER_CORE if pin else 'not pinned'}, "
             f"{'asyncio loop' if args.no_uvloop else 'uvloop'}")
+    if getattr(args, "load_avg", None):
+        start, end = args.load_avg
+        head += (f"\nmachine load average (1 min) {start:.2f} at the start, {end:.2f} at the end, "
+                 f"on {os.cpu_count()} cores")
     lines = [head, "",
              "| variant | load | req/s | p50 ms | p99 ms | non-200 | server CPU | gen CPU |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -191,6 +266,7 @@ def _table(rows: list[dict[str, object]], args: argparse.Namespace, pin: bool) -
         ok = float(at_rate["p99_ms"]) <= TARGET_P99_MS  # type: ignore[arg-type]
         lines.append(f"target durable p99 <= {TARGET_P99_MS:g} ms at {TARGET_RATE:,}/s: "
                      f"{at_rate['p99_ms']:.2f} ms -> {'MET' if ok else 'MISSED'}")
+    lines.extend(_ratio_table(ratios or []))
     return "\n".join(lines)
 
 
@@ -206,7 +282,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32, help="at saturation")
     parser.add_argument("--rate-connections", type=int, default=64, help="at fixed rates")
     parser.add_argument("--generators", type=int, default=1, help="generator processes")
-    parser.add_argument("--variants", default="durable,single,noop")
+    parser.add_argument("--variants", default="durable,single,noop,express",
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (default: all)")
+    parser.add_argument("--with-express", action="store_true",
+                        help="add the Express anchor to --variants if it is not there")
+    parser.add_argument("--express-log", choices=["line", "full"], default="line",
+                        help="the Express anchor's per-request log: one line (default) or the "
+                             "whole parsed event, as the tutorial logs it")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--no-uvloop", action="store_true", help="asyncio's loop everywhere")
     parser.add_argument("--redis-aof", choices=["no", "everysec", "always"], default="no",
@@ -215,9 +297,21 @@ def main(argv: list[str] | None = None) -> int:
     args.duration = args.duration or (2.0 if args.quick else 8.0)
     args.repeat = max(1, min(args.repeat or (1 if args.quick else 3), 20))
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = list(dict.fromkeys(v.strip() for v in args.variants.split(",") if v.strip()))
+    if args.with_express and "express" not in variants:
+        variants.append("express")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}: choose from {VARIANTS}")
+    if "express" in variants:
+        try:
+            node_command("express_webhook.js")  # installs the locked packages on first use
+        except NodeUnavailable as exc:
+            print(f"bench.ingress: skipping the Express anchor: {exc}", file=sys.stderr)
+            variants.remove("express")
     pin = not args.no_pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
 
+    load_start = os.getloadavg()[0]
     redis = RedisServer(appendonly=args.redis_aof != "no",
                         appendfsync=args.redis_aof if args.redis_aof != "no" else "everysec")
     redis.start()
@@ -232,12 +326,16 @@ def main(argv: list[str] | None = None) -> int:
                 levels.extend(_run_variant(variant, redis, repeat, args, pin))
     finally:
         redis.close()
+    args.load_avg = (load_start, os.getloadavg()[0])
     rows = _medians(levels)
+    ratios = anchor_ratios(levels) if "durable" in variants else []
     if args.json:
         print(json.dumps({"rows": rows, "runs": [asdict(lv) for lv in levels],
-                          "pinned": pin, "duration_s": args.duration}, indent=2))
+                          "ratios": ratios, "load_average_1m": args.load_avg, "pinned": pin,
+                          "duration_s": args.duration},
+                         indent=2))
     else:
-        print(_table(rows, args, pin))
+        print(_table(rows, args, pin, ratios))
     return 0
 
 

@@ -28,6 +28,7 @@ from callbridge.shared.infobip_calls import (
     RingbackGeneration,
     wire_phone_number,
 )
+from callbridge.shared.redis_values import epoch_ms_text
 
 from . import call_record
 from .dialogs import claim_or_resolve, post_dialog
@@ -88,7 +89,7 @@ async def hangup(rt: Runtime, call_id: str, reason: str) -> str:
         return "noop"
     base = record.get("api_base_url") or None
     await call_record.update(rt.redis, call_id, "hangup_requested", hangup_reason=reason,
-                             hangup_requested_at=call_record.now_ms())
+                             hangup_requested_at=epoch_ms_text())
     found = await rt.api.hangup_call(base, call_id, "NORMAL_HANGUP")
     if not found:
         await call_record.mark_ended(rt.redis, call_id, reason)
@@ -112,7 +113,7 @@ async def transfer(rt: Runtime, call_id: str, reason: str, owner: str) -> str:
     child = record.get("child_call_id")
     if child and not record.get("child_hungup_at"):
         await rt.api.hangup_call(base, child, "NORMAL_HANGUP")
-        await call_record.update(rt.redis, call_id, child_hungup_at=call_record.now_ms())
+        await call_record.update(rt.redis, call_id, child_hungup_at=epoch_ms_text())
     claim = rt.claim(redis_keys.transfer_claim(call_id), owner)
     decision = await claim_or_resolve(rt, claim, base, call_id,
                                       not_this_dialog=record.get("dialog_id"))
@@ -129,6 +130,6 @@ async def transfer(rt: Runtime, call_id: str, reason: str, owner: str) -> str:
                  "`from` (the platform picks the caller ID)")
     dialog = await post_dialog(rt, claim, base, request)
     await call_record.update(rt.redis, call_id, transfer_dialog_id=dialog.id,
-                             transfer_requested_at=call_record.now_ms())
+                             transfer_requested_at=epoch_ms_text())
     log.info("transfer dialog created (%s)", reason, extra={"dialog_id": dialog.id})
     return "ok"

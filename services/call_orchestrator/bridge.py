@@ -16,8 +16,6 @@ import logging
 import secrets
 import time
 
-import orjson
-
 from callbridge.shared import redis_keys
 from callbridge.shared.infobip_calls import (
     ChildCallRequest,
@@ -27,6 +25,8 @@ from callbridge.shared.infobip_calls import (
 )
 from callbridge.shared.infobip_events import CallsEvent
 from callbridge.shared.infobip_media import CALL_ID_KEY, PROFILE_KEY, TOKEN_KEY
+from callbridge.shared.media_tokens import MediaTokenRecord
+from callbridge.shared.redis_values import epoch_ms_text
 
 from . import call_record
 from .calls_api import DIALOGS_SCOPE
@@ -53,13 +53,13 @@ def build_media_dialog(call_id: str, config_id: str, token: str, profile: str) -
     )
 
 
-async def store_media_token(rt: Runtime, call_id: str, profile: str) -> str:
-    """One-time token for the gateway (contract: JSON {call_id, profile, expires_at})."""
+async def store_media_token(rt: Runtime, call_id: str, profile: str, generation: int = 0,
+                            resume: bool = False) -> str:
+    """One-time token for the gateway (contract: shared/media_tokens.py)."""
     token = secrets.token_urlsafe(24)
     ttl = rt.settings.media_token_ttl_s
-    value = orjson.dumps({"call_id": call_id, "profile": profile,
-                          "expires_at": int(time.time()) + ttl})
-    await rt.redis.set(redis_keys.media_token(token), value, ex=ttl)
+    record = MediaTokenRecord.mint(call_id, profile, ttl, generation, resume)
+    await rt.redis.set(redis_keys.media_token(token), record.to_json(), ex=ttl)
     return token
 
 
@@ -85,7 +85,7 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
     decision = await claim_or_resolve(rt, claim, base, call_id,
                                       record_key=redis_keys.call_record(call_id))
     kill_point("bridge.claimed")
-    now = call_record.now_ms()
+    now = epoch_ms_text()
     if decision.action == "done":
         log.info("call already bridged; nothing to do")
         return "noop"
@@ -123,7 +123,7 @@ async def bridge_call(rt: Runtime, event: CallsEvent, received_at: str, owner: s
         DIALOG_LATENCY.observe(max(0.0, time.time() - int(received_at) / 1000))
     dialog = await post_dialog(rt, claim, base, request, gate_checked=gate_wait <= 0)
     kill_point("bridge.posted")
-    fields = {"dialog_id": dialog.id, "dialog_created_at": call_record.now_ms()}
+    fields = {"dialog_id": dialog.id, "dialog_created_at": epoch_ms_text()}
     if dialog.child_call is not None:
         fields["child_call_id"] = dialog.child_call.id
     await call_record.update(rt.redis, call_id, "dialog_created", unless_ended=False,

@@ -6,7 +6,10 @@ added here: child_call_id (the WEBSOCKET leg, hung up to free the caller for a t
 transfer_pending, transfer_dialog_id, established_at, dialog_established_at, state_rank,
 unbridged ("1": the call ended before a dialog could be created for it - a lost call),
 called_number (CALL_RECEIVED's `properties.call.to`, the number the caller dialled, as the
-platform wrote it: a transfer presents it as its caller ID, actions.py).
+platform wrote it: a transfer presents it as its caller ID, actions.py). Re-bridging after a
+lost gateway (rebridge.py): media_gen (the newest media generation), dialog_gen (the one
+`dialog_id` serves), rebridges, rebridge_started_at, rebridge_reason, rebridged_at,
+fenced_gateway, fenced_dialog_id, fenced_child_call_id, fenced_child_hungup_at.
 
 Webhooks arrive duplicated and out of order, so the state only moves forward: each state has
 a rank and an update never lowers it (a late DIALOG_ESTABLISHED cannot revive an ended call).
@@ -15,14 +18,16 @@ Timestamps and ids are written whatever the rank. One Lua script makes that atom
 
 from __future__ import annotations
 
-import time
-
 from redis.asyncio import Redis
 
 from callbridge.shared import redis_keys
+from callbridge.shared.redis_values import as_text_hash, epoch_ms_text
 
+# `rebridging` (rebridge.py) is the one step back: a lost gateway's call waits for its new
+# media dialog, whose DIALOG_ESTABLISHED moves it on again.
 RANK = {
     "received": 0, "dialog_requested": 1, "dialog_created": 2, "established": 3,
+    "rebridging": 3,
     "dialog_established": 4, "dialog_failed": 5, "dialog_finished": 5, "transferring": 6,
     "transferred": 7, "hangup_requested": 8, "ended": 9,
 }
@@ -49,18 +54,9 @@ return 1
 """
 
 
-def now_ms() -> str:
-    return str(int(time.time() * 1000))
-
-
-def _decode(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, str]:
-    return {(k.decode() if isinstance(k, bytes) else k):
-            (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
-
-
 async def load(redis: Redis, call_id: str) -> dict[str, str]:
     """The record as a str dict ({} when the call is unknown)."""
-    return _decode(await redis.hgetall(redis_keys.call_record(call_id)))
+    return as_text_hash(await redis.hgetall(redis_keys.call_record(call_id)))
 
 
 async def update(redis: Redis, call_id: str, state: str | None = None,
@@ -80,7 +76,7 @@ async def update(redis: Redis, call_id: str, state: str | None = None,
 
 async def mark_ended(redis: Redis, call_id: str, reason: str, at: str | None = None) -> bool:
     """Record the end once; the first reason wins. False when it had already ended."""
-    result = await redis.eval(_END, 1, redis_keys.call_record(call_id), at or now_ms(),
+    result = await redis.eval(_END, 1, redis_keys.call_record(call_id), at or epoch_ms_text(),
                               reason, str(redis_keys.CALL_TTL_S))
     return bool(result)
 

@@ -29,18 +29,16 @@ import orjson
 from callbridge.shared.infobip_calls import DialogRequest, DialogResponse, parse_error_body
 
 from .api_hosts import DEFAULT_API_HOSTS, ApiBasePolicy
+from .failures import JobFailure
 from .metrics import API_LATENCY
 from .throttle import ThrottleGate
 
 DIALOGS_SCOPE = "dialogs"
 
 
-class CallsApiFailure(Exception):
-    """Base of every Calls API failure; `retryable`, `ambiguous`, `retry_after` (s)."""
+class CallsApiFailure(JobFailure):
+    """Base of every Calls API failure (`retryable`, `ambiguous`, `retry_after`: JobFailure)."""
 
-    retryable: bool = True
-    ambiguous: bool = True
-    retry_after: float | None = None
     status: int | None = None
 
     def describe(self) -> str:

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from callbridge.shared.settings_help import SettingsHelpFormatter
+
 RAW = argparse.RawDescriptionHelpFormatter
 
 ORCH_HELP = """\
@@ -21,9 +23,8 @@ watches media gateways' heartbeats, and serves /healthz, /readyz and /metrics.
 Run several for capacity and redundancy: each event is handled once, each call gets
 exactly one dialog. SIGTERM drains: stop consuming, finish in-flight jobs, exit.
 
-Required environment: REDIS_URL, INFOBIP_BASE_URL, INFOBIP_API_KEY,
-INFOBIP_MEDIA_STREAM_CONFIG_ID. Optional: AGENT_PROFILES_FILE, MEDIA_TOKEN_TTL_S,
-ORCHESTRATOR_METRICS_PORT (9101), ORCHESTRATOR_MAX_JOBS, ORCHESTRATOR_RETRY_* (see README).
+Settings come from the environment or .env; their defaults (README "Configuration"):
+@settings callbridge.services.call_orchestrator.config:OrchestratorSettings
 
 examples:
   callbridge orchestrator
@@ -59,7 +60,8 @@ examples:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("orchestrator", help="run a call orchestrator process",
-                              description=ORCH_HELP, formatter_class=RAW)
+                              description=ORCH_HELP,
+                              formatter_class=SettingsHelpFormatter)
     p.add_argument("--consumer-name", help="name in the consumer group (default host-pid)")
     p.set_defaults(func=_orchestrator)
 

@@ -66,8 +66,15 @@ class OrchestratorSettings(CommonSettings, InfobipSettings):
         "is dead: its running jobs, its dialog claims and its pending stream entries are "
         "taken over (renewed every third of it)")
 
-    # Gateway-loss watch.
-    orchestrator_gateway_check_s: float = Field(1.0, gt=0)
+    # Gateway loss (gateway_watch.py) and re-bridging its callers (rebridge.py).
+    orchestrator_gateway_check_s: float = Field(
+        0.25, gt=0, le=5, description="how often the leader reads every gateway's heartbeat")
+    orchestrator_gateway_lost_after_s: float = Field(
+        1.0, ge=0.5, le=30, description="a gateway whose heartbeat has not changed for this "
+        "long, while Redis answered every check and some other gateway's did change, is lost")
+    orchestrator_max_rebridges: int = Field(
+        2, ge=0, le=10, description="new media dialogs per call after lost gateways; past it "
+        "(or 0) a lost gateway's caller is transferred or hung up")
 
     # Operations.
     orchestrator_metrics_host: str = "127.0.0.1"

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from typing import Any
 
@@ -26,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 from callbridge.shared import redis_keys
 from callbridge.shared.infobip_events import EventType
 from callbridge.shared.jobs import HANDLE_EVENT
+from callbridge.shared.redis_values import as_text, process_name
 
 from .handlers import is_handled
 from .idempotency import event_job_id
@@ -59,23 +58,15 @@ return 0
 """
 
 
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _s(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def job_payload(entry_id: Any, fields: dict[Any, Any]) -> tuple[str, dict[str, str], bytes]:
     """(job id, handle_event payload, raw body) for one stream entry."""
-    f = {_s(k): v for k, v in fields.items()}
+    f = {as_text(k): v for k, v in fields.items()}
     raw = f.get("body", b"")
     body = raw if isinstance(raw, bytes) else str(raw).encode()
-    kind, call_id = _s(f.get("type", "")), _s(f.get("call_id", ""))
-    payload = {"stream_id": _s(entry_id), "type": kind, "call_id": call_id,
+    kind, call_id = as_text(f.get("type", "")), as_text(f.get("call_id", ""))
+    payload = {"stream_id": as_text(entry_id), "type": kind, "call_id": call_id,
                "body": body.decode(errors="replace"),
-               "received_at": _s(f.get("received_at", ""))}
+               "received_at": as_text(f.get("received_at", ""))}
     return event_job_id(kind, call_id, body), payload, body
 
 
@@ -94,7 +85,7 @@ class StreamConsumer:
         self.rt = rt
         self.redis = rt.redis
         s = rt.settings
-        self.name = name or s.orchestrator_consumer_name or default_consumer_name()
+        self.name = name or s.orchestrator_consumer_name or process_name()
         self.count = s.orchestrator_read_count
         self.block_ms = s.orchestrator_block_ms
         self.claim_idle_ms = int(s.orchestrator_claim_idle_s * 1000)
@@ -164,7 +155,7 @@ class StreamConsumer:
             result = await self.redis.xautoclaim(
                 redis_keys.EVENTS_STREAM, redis_keys.EVENTS_GROUP, self.name,
                 min_idle_time=self.claim_idle_ms, start_id=start, count=100)
-            start = _s(result[0])
+            start = as_text(result[0])
             entries = result[1]
             if entries:
                 log.warning("claimed %d entries left pending by another consumer", len(entries))
@@ -180,8 +171,8 @@ class StreamConsumer:
         consumer a pass."""
         consumers = await self.redis.xinfo_consumers(redis_keys.EVENTS_STREAM,
                                                      redis_keys.EVENTS_GROUP)
-        names = [_s(c["name"]) for c in consumers if _s(c["name"]) != self.name]
-        pending_of = {_s(c["name"]): int(c.get("pending") or 0) for c in consumers}
+        names = [as_text(c["name"]) for c in consumers if as_text(c["name"]) != self.name]
+        pending_of = {as_text(c["name"]): int(c.get("pending") or 0) for c in consumers}
         total = 0
         for name, is_alive in zip(names, await alive(self.redis, names), strict=True):
             if is_alive:

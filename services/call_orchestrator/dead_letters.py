@@ -19,6 +19,7 @@ from arq.connections import ArqRedis
 from arq.constants import result_key_prefix, retry_key_prefix
 
 from callbridge.shared import redis_keys
+from callbridge.shared.redis_values import as_text
 
 #: Bound the stream so a long outage cannot fill Redis (approximate trim).
 DEAD_LETTER_MAXLEN = 100_000
@@ -43,10 +44,6 @@ class DeadLetter:
                 "event": self.event, "stream_id": self.stream_id, "args": self.args}
 
 
-def _s(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
 async def add(redis: Any, *, job: str, job_id: str, call_id: str, attempts: int, error: str,
               args: list[Any], event: str = "", stream_id: str = "") -> str:
     fields = {"job": job, "job_id": job_id, "call_id": call_id, "event": event,
@@ -54,18 +51,18 @@ async def add(redis: Any, *, job: str, job_id: str, call_id: str, attempts: int,
               "at": str(int(time.time() * 1000)), "args": orjson.dumps(args).decode()}
     entry_id = await redis.xadd(redis_keys.DEAD_LETTER_STREAM, fields,
                                 maxlen=DEAD_LETTER_MAXLEN, approximate=True)
-    return _s(entry_id)
+    return as_text(entry_id)
 
 
 def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
-    f = {_s(k): _s(v) for k, v in fields.items()}
+    f = {as_text(k): as_text(v) for k, v in fields.items()}
     try:
         args = orjson.loads(f.get("args") or "[]")
     except orjson.JSONDecodeError:
         args = []
-    return DeadLetter(_s(entry_id), f.get("job", ""), f.get("job_id", ""), f.get("call_id", ""),
-                      f.get("attempts", ""), f.get("error", ""), f.get("at", ""),
-                      f.get("event", ""), f.get("stream_id", ""), list(args))
+    return DeadLetter(as_text(entry_id), f.get("job", ""), f.get("job_id", ""),
+                      f.get("call_id", ""), f.get("attempts", ""), f.get("error", ""),
+                      f.get("at", ""), f.get("event", ""), f.get("stream_id", ""), list(args))
 
 
 async def list_all(redis: Any, count: int = 10_000) -> list[DeadLetter]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from callbridge.shared.infobip_calls import DialogRequest, DialogResponse
 
 from .calls_api import CallsApiFailure
+from .failures import JobFailure
 from .idempotency import Claim
 from .runtime import Runtime
 
@@ -24,10 +25,9 @@ TERMINAL_CALL_STATES = {"FINISHED", "FAILED", "CANCELLED", "NO_ANSWER", "BUSY"}
 IN_FLIGHT_POLL_S = 0.25
 
 
-class ClaimHeld(Exception):
+class ClaimHeld(JobFailure):
     """Another live owner may be creating this dialog right now: retry after its lease."""
 
-    retryable = True
     ambiguous = False
 
     def __init__(self, wait_s: float) -> None:

@@ -25,12 +25,13 @@ from arq.worker import Retry
 from pydantic import ValidationError
 
 from callbridge.shared.infobip_events import CallsEvent, EventType
-from callbridge.shared.jobs import HANDLE_EVENT, HANGUP_CALL, TRANSFER_CALL, job_id
+from callbridge.shared.jobs import HANDLE_EVENT, HANGUP_CALL, REBRIDGE_CALL, TRANSFER_CALL, job_id
 from callbridge.shared.logging_setup import call_id_var
 
-from . import actions, dead_letters, handlers
+from . import actions, dead_letters, handlers, rebridge
 from .calls_api import ApiError, CallsApiFailure
 from .dialogs import ClaimHeld
+from .failures import FinalError, JobFailure
 from .metrics import JOBS, RETRIES
 from .runtime import Runtime
 
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 
 #: arq's limit, far above ours: our budget decides, arq never drops a job silently.
 ARQ_MAX_TRIES = 1000
-
-
-class FinalError(Exception):
-    """A failure no retry can fix (bad event body, ...)."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -75,10 +72,12 @@ async def _guarded(ctx: dict[str, Any], job: str, call_id: str, args: list[Any],
         RETRIES.labels(job, "claim_held").inc()
         raise Retry(defer=(exc.retry_after or 0) + random.uniform(0.05, 0.5)) from exc
     except Exception as exc:
-        retryable = getattr(exc, "retryable", True) and not isinstance(
-            exc, FinalError | ValidationError)
+        if isinstance(exc, JobFailure):
+            retryable, retry_after = exc.retryable, exc.retry_after
+        else:  # not ours: a bug or an outage; a malformed body will not parse next time either
+            retryable, retry_after = not isinstance(exc, ValidationError), None
         if retryable and not rt.policy.exhausted(attempt):
-            delay = rt.policy.delay(attempt, getattr(exc, "retry_after", None))
+            delay = rt.policy.delay(attempt, retry_after)
             RETRIES.labels(job, _retry_reason(exc)).inc()
             JOBS.labels(job, "retry").inc()
             log.warning("attempt %d failed (%s); retrying in %.2fs", attempt, _describe(exc),
@@ -106,6 +105,8 @@ async def _fallback(rt: Runtime, job: str, call_id: str, event_type: str) -> Non
         if job == HANDLE_EVENT and event_type == EventType.CALL_RECEIVED:
             await rt.enqueue(TRANSFER_CALL, call_id, "bridge_failed",
                              job_id=job_id(TRANSFER_CALL, call_id))
+        elif job == REBRIDGE_CALL:
+            await rebridge.fall_back(rt, call_id, "rebridge_failed")
         elif job == TRANSFER_CALL:
             await rt.enqueue(HANGUP_CALL, call_id, "transfer_failed",
                              job_id=job_id(HANGUP_CALL, call_id) + ":fallback")
@@ -140,3 +141,11 @@ async def transfer_call(ctx: dict[str, Any], call_id: str, reason: str) -> str:
         return await actions.transfer(rt, call_id, reason, owner)
 
     return await _guarded(ctx, TRANSFER_CALL, call_id, [call_id, reason], run)
+
+
+async def rebridge_call(ctx: dict[str, Any], call_id: str, from_generation: str,
+                        reason: str) -> str:
+    async def run(rt: Runtime, owner: str) -> str:
+        return await rebridge.rebridge(rt, call_id, int(from_generation), reason, owner)
+
+    return await _guarded(ctx, REBRIDGE_CALL, call_id, [call_id, from_generation, reason], run)

@@ -16,16 +16,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
 from redis.asyncio import Redis
 
-from callbridge.shared import redis_keys
+from callbridge.shared import health, redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +61,9 @@ UNBRIDGED = Counter("callbridge_orchestrator_calls_unbridged_total",
                     "Calls that ended before a dialog could be created for them (the caller "
                     "hung up while their call was still waiting to be bridged)",
                     registry=REGISTRY)
+REBRIDGES = Counter("callbridge_orchestrator_rebridges_total",
+                    "Re-bridges of callers whose media gateway was lost, by outcome (ok, "
+                    "exhausted, refused, caller_gone)", ["outcome"])
 GATEWAYS_LOST = Counter("callbridge_orchestrator_gateway_sessions_lost_total",
                         "Calls of crashed gateways handed to hangup/transfer",
                         registry=REGISTRY)
@@ -93,20 +94,22 @@ ReadyCheck = Callable[[], Awaitable[bool]]
 def create_health_app(ready: ReadyCheck) -> web.Application:
     """aiohttp app: /healthz (alive), /readyz (`ready()`), /metrics (Prometheus text)."""
 
+    def answer(probe: health.ProbeAnswer) -> web.Response:
+        return web.Response(status=probe.status, body=probe.body,
+                            headers={"Content-Type": probe.content_type})
+
     async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return answer(health.alive())
 
     async def readyz(_: web.Request) -> web.Response:
         try:
             ok = await asyncio.wait_for(ready(), 2.0)
         except Exception:
             ok = False
-        return web.json_response({"ready": ok}, status=200 if ok else 503)
+        return answer(health.ready() if ok else health.not_ready("not_serving"))
 
     async def metrics(_: web.Request) -> web.Response:
-        resp = web.Response(body=generate_latest(REGISTRY))
-        resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-        return resp
+        return answer(health.metrics(REGISTRY))
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)

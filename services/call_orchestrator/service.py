@@ -20,9 +20,10 @@ from aiohttp import web
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from callbridge.shared.jobs import ARQ_SERIALIZERS
+from callbridge.shared.redis_values import process_name
 
 from .config import OrchestratorSettings
-from .consumer import StreamConsumer, default_consumer_name
+from .consumer import StreamConsumer
 from .gateway_watch import GatewayWatch
 from .kill_points import warn_if_armed
 from .lease import ProcessLease
@@ -69,7 +70,7 @@ class Orchestrator:
         warn_if_armed()
         redis = await connect_redis(s.redis_url)
         self.rt = rt = await build_runtime(s, redis)
-        name = self.consumer_name or s.orchestrator_consumer_name or default_consumer_name()
+        name = self.consumer_name or s.orchestrator_consumer_name or process_name()
         # Alive before anything is claimed or read: others judge our claims by this lease.
         rt.lease = self._lease = ProcessLease(redis, name, s.orchestrator_lease_s)
         await self._lease.renew()

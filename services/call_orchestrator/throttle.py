@@ -10,15 +10,10 @@ this process already knows about is closed. An open gate costs one GET per reque
 
 from __future__ import annotations
 
-import time
-
 from redis.asyncio import Redis
 
 from callbridge.shared import redis_keys
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+from callbridge.shared.redis_values import epoch_ms
 
 
 class ThrottleGate:
@@ -28,7 +23,7 @@ class ThrottleGate:
 
     async def wait_s(self, scope: str) -> float:
         """Seconds until requests on `scope` are allowed again (0 when allowed now)."""
-        now = _now_ms()
+        now = epoch_ms()
         local = self._local.get(scope, 0)
         if local > now:
             return (local - now) / 1000
@@ -37,11 +32,11 @@ class ThrottleGate:
             return 0.0
         until = int(raw)
         self._local[scope] = until
-        return max(0.0, (until - _now_ms()) / 1000)
+        return max(0.0, (until - epoch_ms()) / 1000)
 
     async def close_for(self, scope: str, seconds: float) -> None:
         """Hold every request on `scope` for `seconds` (never shortens a longer gate)."""
-        until = _now_ms() + int(seconds * 1000)
+        until = epoch_ms() + int(seconds * 1000)
         if until <= self._local.get(scope, 0):
             return
         self._local[scope] = until

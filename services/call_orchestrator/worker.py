@@ -34,6 +34,7 @@ from callbridge.shared.jobs import (
     ARQ_SERIALIZERS,
     HANDLE_EVENT,
     HANGUP_CALL,
+    REBRIDGE_CALL,
     TRANSFER_CALL,
     deserialize_job,
     serialize_job,
@@ -97,6 +98,8 @@ def job_functions(settings: OrchestratorSettings) -> list[Any]:
             func(jobs.hangup_call, name=HANGUP_CALL, timeout=timeout,
                  max_tries=jobs.ARQ_MAX_TRIES),
             func(jobs.transfer_call, name=TRANSFER_CALL, timeout=timeout,
+                 max_tries=jobs.ARQ_MAX_TRIES),
+            func(jobs.rebridge_call, name=REBRIDGE_CALL, timeout=timeout,
                  max_tries=jobs.ARQ_MAX_TRIES)]
 
 
@@ -133,7 +136,8 @@ class WorkerSettings:
 
     functions = [func(jobs.handle_event, name=HANDLE_EVENT, max_tries=jobs.ARQ_MAX_TRIES),
                  func(jobs.hangup_call, name=HANGUP_CALL, max_tries=jobs.ARQ_MAX_TRIES),
-                 func(jobs.transfer_call, name=TRANSFER_CALL, max_tries=jobs.ARQ_MAX_TRIES)]
+                 func(jobs.transfer_call, name=TRANSFER_CALL, max_tries=jobs.ARQ_MAX_TRIES),
+                 func(jobs.rebridge_call, name=REBRIDGE_CALL, max_tries=jobs.ARQ_MAX_TRIES)]
     queue_name = redis_keys.JOB_QUEUE
     max_tries = jobs.ARQ_MAX_TRIES
     job_serializer = staticmethod(serialize_job)

@@ -2,10 +2,11 @@
 
 Rooms, drawn top to bottom. Every import points down (or sideways into the floor), never
 back up: no module imports one above it, and there is no import cycle, not even under
-TYPE_CHECKING (tests/test_gateway_rooms.py checks the order below against the imports).
+TYPE_CHECKING (tests/gateway/test_gateway_rooms.py checks the order below against the imports).
 
     cli
      └─ server ............. the process: probes, pending set, session slots, drain
+         ├─ fencing ........ after a stall: which calls were re-bridged away (fence them)
          ├─ admission ...... websocket:connected, media token claim, refusals
          └─ session ........ one admitted call: lifecycle, tools, ending decisions
              ├─ ending ..... the ending sequence: notice, orchestrator job, grace close
@@ -19,7 +20,8 @@ TYPE_CHECKING (tests/test_gateway_rooms.py checks the order below against the im
                  │    └─ pacer ...... Sender, and the process-wide PacerHub
                  └─ model_link ...... the model socket: configure, buffer, reconnect
     floor (used by the rooms above, imports nothing above it):
-      ws_fastpath -> limits -> metrics;  state, tools, wire_watch, sounds, config, gc_pauses
+      ws_fastpath -> limits -> metrics;  state -> send_gate; tools, wire_watch, sounds,
+      config, gc_pauses
     shared/ (wire facts, one definition each; imports nothing from services/):
       realtime_events (24 kHz model audio, event types, benign errors), infobip_media
       (media messages, sample rates), ws_close_codes (RFC 6455), audio/, pcm

@@ -9,9 +9,11 @@ orchestrator, which mints the token when it creates the dialog
   characters), `cbCallId` (the Infobip call id) and `cbProfile` (the agent profile name),
   read without regard to case, at the top level or nested under `customData`
   (docs/protocol-assumptions.md, "Media token location in `websocket:connected`");
-- the token's Redis record (`callbridge.shared.redis_keys.media_token`) holds JSON
-  `{"call_id", "profile", "expires_at"}` (Unix seconds); the gateway deletes it as it reads
-  it (`StateStore.claim_media_token`), so a token admits one connection, once.
+- the token's Redis record (`callbridge.shared.redis_keys.media_token`) is a
+  `shared.media_tokens.MediaTokenRecord` (call id, profile, expiry, the call's media
+  generation, and whether this dialog resumes a call re-bridged from a lost gateway); the
+  gateway deletes it as it reads it (`StateStore.claim_media_token`), so a token admits one
+  connection, once.
 
 Every value taken from `websocket:connected` is validated first (rate, token and call id
 formats), then a session slot is taken, then the token is claimed. A refusal closes with a
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed
@@ -46,6 +47,7 @@ from callbridge.shared.infobip_media import (
     parse_control,
 )
 from callbridge.shared.logging_setup import call_id_var
+from callbridge.shared.media_tokens import MediaTokenRecord
 from callbridge.shared.profiles import AgentProfile, ProfileBook
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ class Admitted:
     rate: int
     profile: AgentProfile
     wire: WireWatch
+    #: the call's media generation this connection serves (fences its writes and audio)
+    generation: int = 0
+    #: re-bridged from a lost gateway: re-seed the conversation instead of greeting
+    resume: bool = False
 
 
 class Refused(Exception):
@@ -135,37 +141,38 @@ async def _admit(first: str | bytes, store: StateStore, profiles: ProfileBook,
     if slots is not None and not slots.try_take():
         raise Refused(RefusalReason.CAPACITY, "gateway at capacity", close.TRY_AGAIN_LATER)
     try:
-        dialog_id, profile = await _claim(store, profiles, token, call_id,
-                                          control.custom(PROFILE_KEY) or None)
+        dialog_id, record, profile = await _claim(store, profiles, token, call_id,
+                                                  control.custom(PROFILE_KEY) or None)
     except Refused:
         if slots is not None:
             slots.give_back()
         raise
     wire.obs.call_id = call_id
-    return Admitted(call_id, dialog_id, control.sample_rate, profile, wire)
+    return Admitted(call_id, dialog_id, control.sample_rate, profile, wire,
+                    record.generation, record.resume)
 
 
 async def _claim(store: StateStore, profiles: ProfileBook, token: str, call_id: str,
-                 asked_profile: str | None) -> tuple[str, AgentProfile]:
-    """Claim the token in Redis: (dialog id, profile); raises Refused."""
+                 asked_profile: str | None) -> tuple[str, MediaTokenRecord, AgentProfile]:
+    """Claim the token in Redis: (dialog id, token record, profile); raises Refused."""
     try:
-        record, dialog_id = await store.claim_media_token(token, call_id)
+        raw, dialog_id = await store.claim_media_token(token, call_id)
     except TokenStoreUnavailable as exc:
         log.error("media token check failed, Redis unavailable: %s", exc)
         raise Refused(RefusalReason.UNAVAILABLE, "token store unavailable",
                       close.INTERNAL_ERROR) from None
-    if record is None:
+    if raw is None:
         raise Refused(RefusalReason.BAD_TOKEN, "unknown or already used media token")
-    if record.get("call_id") != call_id:
+    record = MediaTokenRecord.from_json(raw)
+    if record is None:
+        raise Refused(RefusalReason.BAD_TOKEN, "media token record unreadable")
+    if record.call_id != call_id:
         raise Refused(RefusalReason.BAD_TOKEN, "media token belongs to another call")
-    expires_at = record.get("expires_at")
-    if not isinstance(expires_at, int | float) or expires_at < time.time():
+    if record.expired:
         raise Refused(RefusalReason.EXPIRED, "media token expired")
     # The token record (written by the orchestrator) names the profile; the peer's
     # cbProfile is only a fallback, and an unknown name gives the default profile.
-    profile = record.get("profile")
-    return dialog_id, profiles.get(
-        profile if isinstance(profile, str) and profile else asked_profile)
+    return dialog_id, record, profiles.get(record.profile or asked_profile)
 
 
 def _closed_before_admission(conn: MediaConnection, exc: ConnectionClosed) -> None:

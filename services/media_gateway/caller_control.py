@@ -7,7 +7,7 @@ tallied on the call's wire observation (docs/protocol-assumptions.md).
 
 DTMF is the one caller input that becomes *text* in the model's conversation, so it is
 the prompt-injection door: only a single keypad key (`callbridge.shared.infobip_media.DTMF_DIGITS`)
-ever reaches the model, through a fixed sentence, at most DTMF_MAX_PER_S a second per
+ever reaches the model, through a fixed sentence, at most GATEWAY_DTMF_MAX_PER_S a second per
 call; anything else is dropped and counted (`callbridge_gateway_caller_limited_total`).
 """
 

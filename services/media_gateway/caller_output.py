@@ -45,7 +45,7 @@ class CallerOutput:
         self.hub = hub
         self.resampler = StreamResampler(rt.MODEL_RATE, rate, quality)
         self.playout = Playout(rate)
-        self.sender = Sender(conn, self.playout, sample_every, on_first_audio)
+        self.sender = Sender(conn, self.playout, sample_every, on_first_audio, hub.gate)
         self._on_clear = on_clear
         # Bound once: `push` is the per-delta path.
         self._resample = self.resampler.process
@@ -59,6 +59,10 @@ class CallerOutput:
     def start(self) -> None:
         """Join the pacer: from now on the caller hears frames (filler when nothing queued)."""
         self.hub.add(self.sender)
+
+    def silence(self) -> None:
+        """Leave the pacer now: not one more frame (a fenced call; `close` still follows)."""
+        self.hub.remove(self.sender)
 
     def close(self) -> None:
         """Leave the pacer and free the resampler's native buffers (end of call). Drops the
@@ -90,7 +94,7 @@ class CallerOutput:
     def clear(self, now: float) -> None:
         """Stop what the caller hears: `{"action": "clear"}` to Infobip, then forget what we
         had queued and what the resampler held (it belongs to the interrupted item)."""
-        self.sender.send_text(CLEAR)
+        self.sender.send_text(CLEAR, now)
         if self._on_clear is not None:
             self._on_clear(now)
         self.playout.clear()

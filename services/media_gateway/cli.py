@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from callbridge.shared.settings_help import SettingsHelpFormatter
+
 DESCRIPTION = """\
 Run the media gateway: Infobip opens one WebSocket per call (the dialog's WEBSOCKET child
 endpoint); the gateway checks the call's one-time media token, opens an OpenAI Realtime
@@ -13,15 +15,10 @@ with barge-in, tools (hang_up, transfer_to_human) and its state in Redis.
 
 The same port answers GET /healthz, /readyz (503 at capacity or while draining) and
 /metrics (Prometheus). SIGTERM drains: readiness false, no new calls, live calls finish
-(up to DRAIN_TIMEOUT_S).
+(up to GATEWAY_DRAIN_TIMEOUT_S).
 
-Settings come from the environment or .env (flags override):
-  OPENAI_API_KEY (required), OPENAI_REALTIME_URL, OPENAI_MODEL, REDIS_URL,
-  GATEWAY_HOST (127.0.0.1), GATEWAY_PORT (8090), GATEWAY_ID (hostname-pid),
-  GATEWAY_MAX_SESSIONS (250), AGENT_PROFILES_FILE, IDLE_TIMEOUT_S (10),
-  MAX_CALL_DURATION_S (3600), DRAIN_TIMEOUT_S (300), MODEL_RECONNECT_TIMEOUT_S (8),
-  HOLD_LIMIT_MS (1500), PLAYOUT_ALLOWANCE_MS (60), MAX_MESSAGE_BYTES (65536),
-  KEEPALIVE_INTERVAL_S (10), KEEPALIVE_TIMEOUT_S (10), RESAMPLE_QUALITY (HQ), ...
+Settings come from the environment or .env (flags override); their defaults:
+@settings callbridge.services.media_gateway.config:GatewaySettings
 
 examples:
   # against the OpenAI simulator (callbridge sim openai) on this machine
@@ -37,7 +34,7 @@ examples:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "gateway", help="run the media gateway (Infobip media WebSocket <-> OpenAI Realtime)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=DESCRIPTION, formatter_class=SettingsHelpFormatter)
     parser.add_argument("--host", help="bind address (GATEWAY_HOST)")
     parser.add_argument("--port", type=int, help="port for media and health (GATEWAY_PORT)")
     parser.add_argument("--max-sessions", type=int,

@@ -5,13 +5,13 @@ Why calls end (the session record's `end_reason`):
   already decided the end (`agent_hangup`, `transferred`, `max_duration`, `model_failed`).
 - `hang_up` / `transfer_to_human` tools: after the agent's last words were played out, the
   `hangup_call` / `transfer_call` job is enqueued; the orchestrator ends the media leg. If it
-  has not after TOOL_END_GRACE_S, we close the socket ourselves.
+  has not after GATEWAY_TOOL_END_GRACE_S, we close the socket ourselves.
 - idle timeout (watchdog.py): `hangup_call` job, close now.
 - max duration: a short spoken notice, then `hangup_call` (`max_duration`), close after the
   grace period if the orchestrator has not.
-- model lost for MODEL_RECONNECT_TIMEOUT_S (hold sound meanwhile): a spoken fallback, then
+- model lost for GATEWAY_MODEL_RECONNECT_TIMEOUT_S (hold sound meanwhile): a spoken fallback, then
   `transfer_call` when the profile has a transfer number, else `hangup_call` (`model_failed`).
-- caller flooding (audio above CALLER_FLOOD_RATIO x real time, limits.py): the connection
+- caller flooding (audio above GATEWAY_CALLER_FLOOD_RATIO x real time, limits.py): the connection
   cut it off with close 1008; `hangup_call` (`caller_flood`).
 - a keepalive ping unanswered (wire_watch.keepalive): `keepalive_timeout`, close 1011.
 - drain timeout or an internal error (`MediaSession.terminate`): `hangup_call`, close now.

@@ -5,21 +5,21 @@ only a peer holding a valid one-time media token is admitted to a call. So:
 
 - **Before admission** a connection is nobody: it may cost a bounded amount of memory
   (`ConnectionLimits`: request head, frame size, a byte-bounded buffer of early audio, a
-  frame count) for a bounded time (the admission deadline, CONNECT_TIMEOUT_S), and it
+  frame count) for a bounded time (the admission deadline, GATEWAY_CONNECT_TIMEOUT_S), and it
   counts against its own bounded set (`AdmissionGate`, GATEWAY_MAX_PENDING), never against
   the session cap: when that set is full, the connection that has waited longest is
   dropped, because a real Infobip leg sends `websocket:connected` at once and is admitted
   within a round trip to Redis, while a silent or junk one waits until it is dropped.
 - **After admission** a call is held to real time (`CallerMeter`): a token bucket in
-  bytes of the call's PCM (so in audio-seconds) lets a burst of CALLER_AUDIO_BURST_MS through
-  and then real time; frames above it are dropped before they are unmasked, resampled or sent
-  to the model, so the model never receives more than real time + burst of audio. A second,
-  larger bucket refilled at CALLER_FLOOD_RATIO x real time catches a sender that keeps going:
-  when it runs dry the call is cut off (close 1008, end reason `caller_flood`).
-  Every frame, whatever its length, is charged at least `MIN_FRAME_MS` of audio, and every
-  other frame (text, ping, fragment) `CONTROL_FRAME_MS`, so tiny frames are not free.
-  Because frames above the budget cost only a header parse, one flooding peer's work per
-  event-loop turn is bounded and the other calls keep their 20 ms pace.
+  bytes of the call's PCM (so in audio-seconds) lets a burst of GATEWAY_CALLER_AUDIO_BURST_MS
+  through and then real time; frames above it are dropped before they are unmasked, resampled or
+  sent to the model, so the model never receives more than real time + burst of audio. A second,
+  larger bucket refilled at GATEWAY_CALLER_FLOOD_RATIO x real time catches a sender that keeps
+  going: when it runs dry the call is cut off (close 1008, end reason `caller_flood`). Every frame,
+  whatever its length, is charged at least `MIN_FRAME_MS` of audio, and every other frame (text,
+  ping, fragment) `CONTROL_FRAME_MS`, so tiny frames are not free. Because frames above the budget
+  cost only a header parse, one flooding peer's work per event-loop turn is bounded and the other
+  calls keep their 20 ms pace.
 
 The per-frame check is a few float operations on slotted attributes: no allocation, no I/O
 (the audio path's budget: README "Audio path").

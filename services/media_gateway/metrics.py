@@ -10,9 +10,13 @@ error string is a new time series each, which an attacker could grow without bou
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from enum import StrEnum
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from callbridge.shared import realtime_events as rt
 
@@ -56,8 +60,13 @@ GC_PAUSE = Histogram(
     "Garbage-collector pauses, by generation (a pause stops every call's audio at once)",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16))
 REDIS_ERRORS = Counter(f"{_NS}_redis_errors_total", "Failed best-effort Redis flushes")
+FENCED = Counter(f"{_NS}_fenced_sessions_total",
+                 "Sessions closed because their call was re-bridged to another gateway")
+STALLS = Counter(f"{_NS}_stalls_total", "Times this process found it had been stopped or "
+                 "starved long enough to hold every call's audio until its fences were checked")
+RESUMED = Counter(f"{_NS}_resumed_sessions_total",
+                  "Sessions that took over a call re-bridged from a lost gateway")
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class RefusalReason(StrEnum):
@@ -110,6 +119,28 @@ def model_error(code: str) -> None:
     MODEL_ERRORS.labels(code if code in MODEL_ERROR_CODES else "other").inc()
 
 
-def render() -> bytes:
-    """The text exposition of every metric in the default registry."""
-    return generate_latest()
+class FrameTally:
+    """Frames written to callers by this process, as plain numbers: the per-frame path adds
+    one to an int (a Prometheus counter takes a lock), and a collector exports them at
+    scrape time. `last_at`: `time.monotonic()` of the latest frame (the event loop's clock)."""
+
+    __slots__ = ("count", "last_at")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_at = 0.0
+
+
+FRAMES = FrameTally()
+
+
+class _FramesCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(f"{_NS}_frames_sent", "Frames written to callers (agent "
+                                  "audio, hold sound, notices, silence)", value=FRAMES.count)
+        last = (time.time() - (time.monotonic() - FRAMES.last_at)) if FRAMES.count else 0.0
+        yield GaugeMetricFamily(f"{_NS}_last_frame_sent_seconds", "Unix time of the latest "
+                                "frame written to a caller (0: none yet)", value=last)
+
+
+REGISTRY.register(_FramesCollector())

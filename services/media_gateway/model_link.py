@@ -4,13 +4,12 @@ Protocol: https://platform.openai.com/docs/guides/realtime-websocket and the API
 https://platform.openai.com/docs/api-reference/realtime. GA only: `Authorization: Bearer` and no
 `OpenAI-Beta` header; `session.update` with `type: realtime` built by
 `callbridge.shared.realtime_events.session_config`; `event_id` on client events. A session ends at
-60
-minutes with `error` code `session_expired` and close 1001, and a socket can drop without a
-close frame: there is no resume, so a new socket gets `session.update` again plus the
-conversation so far as text items ("re-seed"), and a `response.create` so the agent picks up.
-Only the close codes the openai-python SDK's own reconnect policy treats as recoverable are
-retried (`RETRYABLE_CLOSE_CODES`); any other code (3000 auth, 4000 beta header / bad model,
-1000, 1008, ...) is fatal at once and logged with its code and reason.
+60 minutes with `error` code `session_expired` and close 1001, and a socket can drop without a close
+frame: there is no resume, so a new socket gets `session.update` again plus the conversation so far
+as text items ("re-seed"), and a `response.create` so the agent picks up. Only the close codes the
+openai-python SDK's own reconnect policy treats as recoverable are retried
+(`RETRYABLE_CLOSE_CODES`); any other code (3000 auth, 4000 beta header / bad model, 1000, 1008, ...)
+is fatal at once and logged with its code and reason.
 
 The first `response.create` on a socket (the greeting, or the resume after a reconnect) is
 sent only once the server confirmed our `session.update` with `session.updated`; an `error`
@@ -25,6 +24,14 @@ realtime/response_create_event.py); a directive alone would speak without the pe
 Caller audio that arrives while no socket is ready (opening, reconnecting) is buffered, not
 dropped (README "Architecture", "Audio path"), up to `pending_audio_ms`; oldest first out.
 Close codes: docs/protocol-assumptions.md, "OpenAI Realtime" / "Close codes".
+
+Failover (model_endpoints.py): with OPENAI_SECONDARY_REALTIME_URL set, a call whose primary
+stays unreachable past GATEWAY_MODEL_RECONNECT_TIMEOUT_S, or refuses it with a fatal close
+code, moves to the secondary (same GA protocol; its own URL, key and auth header: Azure OpenAI
+takes `api-key`), which gets its own window of the same length and the same re-seed as a
+reconnect; only when that fails too does the session play its spoken fallback. A call stays
+on the secondary for good: later drops reconnect there, since flapping back to an endpoint
+that just failed would cost the caller another window of hold sound.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from callbridge.services.media_gateway import metrics
 from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.model_endpoints import ModelEndpoint, model_endpoints
 from callbridge.services.media_gateway.ws_fastpath import write_frame
 from callbridge.shared import realtime_events as rt
 from callbridge.shared import ws_close_codes as close
@@ -84,6 +92,13 @@ CONFIG_REJECTED = Counter(
     "callbridge_gateway_model_config_rejected_total",
     "session.update refused by the model (error naming its event_id): the call is ended "
     "instead of running on the server's default session")
+#: A call moving to OPENAI_SECONDARY_REALTIME_URL: `ok` once the secondary confirmed the
+#: session (re-seeded), `failed` when it could not be had either (the spoken fallback follows).
+FAILOVERS = Counter(
+    "callbridge_gateway_model_failovers_total",
+    "calls moved mid-call from the primary Realtime endpoint to the secondary", ["outcome"])
+for _outcome in ("ok", "failed"):
+    FAILOVERS.labels(_outcome)  # exported as 0 before the first failover
 
 
 def is_retryable_close(code: int | None) -> bool:
@@ -114,12 +129,18 @@ class ModelLink:
     """One call's model socket across reconnects."""
 
     def __init__(self, settings: GatewaySettings, profile: AgentProfile,
-                 tools: list[dict[str, Any]], history: Callable[[], Sequence[tuple[str, str]]]
-                 ) -> None:
+                 tools: list[dict[str, Any]], history: Callable[[], Sequence[tuple[str, str]]],
+                 *, resume: bool = False) -> None:
         self.settings = settings
         self.profile = profile
         self.tools = tools
         self._history = history
+        #: the primary, then the secondary if configured; `_active` indexes the one in use
+        self.endpoints: tuple[ModelEndpoint, ...] = model_endpoints(settings)
+        self._active = 0
+        #: a call taken over from a lost gateway: even the first socket is re-seeded with
+        #: the conversation so far and resumes it, instead of greeting the caller again
+        self.resume = resume
         self.ws: ClientConnection | None = None
         self.ready = False
         self.muted = False
@@ -143,13 +164,23 @@ class ModelLink:
         #: control events sent while the socket awaits session.updated
         self._held_control: list[dict[str, Any]] = []
         self._pending = bytearray()
-        self._pending_cap = settings.pending_audio_ms * rt.MODEL_BYTES_PER_MS
+        self._pending_cap = settings.gateway_pending_audio_ms * rt.MODEL_BYTES_PER_MS
+
+    @property
+    def endpoint(self) -> ModelEndpoint:
+        """The endpoint this call's sockets go to now (the primary until a failover)."""
+        return self.endpoints[self._active]
 
     @property
     def url(self) -> str:
-        base = self.settings.openai_realtime_url
-        sep = "&" if "?" in base else "?"
-        return f"{base}{sep}model={self.settings.openai_model}"
+        return self.endpoint.url
+
+    @property
+    def failed_over(self) -> bool:
+        return self._active > 0
+
+    def _can_fail_over(self) -> bool:
+        return self._active + 1 < len(self.endpoints)
 
     # Sending -----------------------------------------------------------------------------
 
@@ -193,12 +224,13 @@ class ModelLink:
     async def open(self, *, first: bool) -> None:
         """Open a socket and configure it; raises on failure (the caller retries)."""
         s = self.settings
+        endpoint = self.endpoint
         ws = await connect(
-            self.url,
-            additional_headers={"Authorization": f"Bearer {s.openai_api_key.get_secret_value()}"},
+            endpoint.url,
+            additional_headers=endpoint.headers(),  # this endpoint's own key, nobody else's
             compression=None,  # PCM in base64 barely compresses; deflate costs CPU and memory
-            max_size=s.model_max_message_bytes,
-            open_timeout=s.model_open_timeout_s,
+            max_size=s.gateway_model_max_message_bytes,
+            open_timeout=s.gateway_model_open_timeout_s,
             ping_interval=20, ping_timeout=20,  # reference: the server pings ~20 s when idle
             close_timeout=2,
         )
@@ -211,12 +243,12 @@ class ModelLink:
         self.ws = ws  # `ready` only once the server confirmed the configuration (run())
 
     async def _configure(self, ws: ClientConnection, first: bool) -> None:
-        update = rt.session_update(rt.session_config(self.profile, self.settings.openai_model,
+        update = rt.session_update(rt.session_config(self.profile, self.endpoint.model,
                                                      self.tools))
         self._config_event_id = update["event_id"]
         events: list[dict[str, Any]] = [update]
         self._first_response = None
-        if first:
+        if first and not self.resume:
             if self.profile.greeting:  # the agent speaks first
                 self._first_response = rt.response_create(
                     with_profile_instructions(self.profile.instructions, self.profile.greeting))
@@ -264,8 +296,8 @@ class ModelLink:
                 return True
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI,
                     ConnectionClosed) as exc:
-                log.warning("model connect attempt %d failed: %s", attempt + 1,
-                            type(exc).__name__)
+                log.warning("model connect attempt %d to the %s endpoint failed: %s",
+                            attempt + 1, self.endpoint.role, type(exc).__name__)
                 if isinstance(exc, ConnectionClosed):
                     self._note_close(exc)
                     if not is_retryable_close(self.last_close_code):
@@ -285,26 +317,55 @@ class ModelLink:
         """Read the model until `close()`; reconnect and re-seed after a drop.
 
         Returns False when the model could not be (re)gained within
-        MODEL_RECONNECT_TIMEOUT_S or closed with a fatal code: the session then plays its
+        GATEWAY_MODEL_RECONNECT_TIMEOUT_S or closed with a fatal code, on the secondary endpoint
+        too when one is configured (then after its own window): the session then plays its
         fallback. `on_event(raw, received_at)` runs for every server event, synchronously;
-        `on_open(first)` after each socket is configured, `on_lost()` when one is lost.
+        `on_open(first)` after each socket is configured, `on_lost()` when one is lost (and
+        once when the first socket cannot be opened at once: the hold sound).
 
         A socket counts as recovered only once the server confirmed our configuration
         (`session.updated`): a server that accepts the upgrade and closes at once must not
         restart the reconnect deadline forever.
         """
         loop = asyncio.get_running_loop()
-        timeout = self.settings.model_reconnect_timeout_s
+        timeout = self.settings.gateway_model_reconnect_timeout_s
         first = True  # until a socket was healthy: greeting, not re-seed
         lost_since = loop.time()
+        signalled = False  # on_lost() ran since the last on_open(): the hold sound is on
+        failing_over = False  # moved to the next endpoint; not yet confirmed there
+
+        def lost() -> None:
+            nonlocal signalled
+            signalled = True
+            on_lost()
+
         while not self.closing:  # one turn per socket; a missed deadline returns
             if self.ws is None:
-                if not await self.open_with_retry(lost_since + timeout, first=first,
-                                                  on_failure=on_lost if first else None):
+                opened = await self.open_with_retry(
+                    lost_since + timeout, first=first,
+                    on_failure=lost if first and not signalled else None)
+                if not opened:
+                    if self.closing:
+                        return True
+                    if self._can_fail_over():
+                        if not signalled:  # refused at once, say: hold while we move
+                            lost()
+                        lost_since = loop.time()  # the secondary gets its own window
+                        self._fail_over(f"unreachable for {timeout:g} s"
+                                        if self.last_close_code is None or is_retryable_close(
+                                            self.last_close_code)
+                                        else f"refused us with close {self.last_close_code}")
+                        failing_over = True
+                        continue
+                    if failing_over:
+                        FAILOVERS.labels("failed").inc()
+                        log.error("model failover to %s failed: no endpoint left",
+                                  self.endpoint.describe())
                     if not first:
                         metrics.RECONNECTS.labels("failed").inc()
                     return self.closing
-                on_open(first)
+                signalled = False
+                on_open(first)  # stops the hold sound
             ws = self.ws
             assert ws is not None
             healthy = False
@@ -318,6 +379,12 @@ class ModelLink:
                     if not healthy:
                         if kind == SESSION_UPDATED:
                             healthy = True
+                            if failing_over:
+                                failing_over = False
+                                FAILOVERS.labels("ok").inc()
+                                log.warning("model failed over: the call now runs on %s%s",
+                                            self.endpoint.describe(),
+                                            "" if first else ", re-seeded")
                             if not first:
                                 metrics.RECONNECTS.labels("ok").inc()
                                 log.info("model reconnected and re-seeded")
@@ -329,6 +396,8 @@ class ModelLink:
                             on_event(data, loop.time())  # counted and logged like any error
                             self.config_rejected = True
                             CONFIG_REJECTED.inc()
+                            if failing_over:
+                                FAILOVERS.labels("failed").inc()
                             await self._abandon(ws)
                             return False
                     if kind == rt.FUNCTION_CALL_DONE and self._hold_call(data):
@@ -348,15 +417,32 @@ class ModelLink:
             self._first_response = None
             if self.closing:
                 return True
-            if not is_retryable_close(self.last_close_code):
-                log.error("model closed with %s (%s): not retrying", self.last_close_code,
-                          self.last_close_reason or "no reason")
-                return False
             if healthy:
                 lost_since = loop.time()
-            log.warning("model socket lost (close code %s); reconnecting", self.last_close_code)
-            on_lost()
+            if not is_retryable_close(self.last_close_code):
+                log.error("model closed with %s (%s): not retrying %s", self.last_close_code,
+                          self.last_close_reason or "no reason", self.endpoint.describe())
+                if not self._can_fail_over():
+                    if failing_over:
+                        FAILOVERS.labels("failed").inc()
+                    return False
+                lost_since = loop.time()
+                self._fail_over(f"closed with {self.last_close_code}")
+                failing_over = True
+            else:
+                log.warning("model socket lost (close code %s); reconnecting to %s",
+                            self.last_close_code, self.endpoint.describe())
+            if not signalled:
+                lost()
         return True
+
+    def _fail_over(self, why: str) -> None:
+        """Move this call to the next endpoint; its sockets go there from now on. The log
+        names both endpoints by role and redacted URL, never by key."""
+        previous = self.endpoint
+        self._active += 1
+        log.warning("model %s %s: failing over to %s", previous.describe(), why,
+                    self.endpoint.describe())
 
     def _note_close(self, exc: ConnectionClosed) -> None:
         self.last_close_code = exc.rcvd.code if exc.rcvd is not None else None

@@ -6,15 +6,22 @@ between hundreds of timer wake-ups per tick and one (measured with bench/gateway
 "Benchmarks": a per-call 20 ms ticker cost a third of the CPU budget and added a frame of
 delay).
 The pacing rule itself is the pure `callbridge.shared.audio.playout.Playout`: one fixed 20 ms grid
-per
-call from its first frame, which a burst of agent audio joins at its next slot (`Sender.kick`,
-from the task that received the model's audio, sends at once only when a slot is already
-due, e.g. the call's first frame). Hub ticks are only when the grid is looked at: a tick that
-wakes late catches up the frames that came due, it never moves the call's grid.
+per call from its first frame, which a burst of agent audio joins at its next slot (`Sender.kick`,
+from the task that received the model's audio, sends at once only when a slot is already due, e.g.
+the call's first frame). Hub ticks are only when the grid is looked at: a tick that wakes late
+catches up the frames that came due, it never moves the call's grid.
 
 Frames are written synchronously (`ws_fastpath.write_frame`), so sending never awaits: no
 coroutine per frame and no call can stall the hub. A socket whose peer stopped reading
 (write buffer above `WRITE_LIMIT`) loses frames instead of growing memory; its keep-alive ends it.
+
+A stopped process (SIGSTOP, a frozen VM, a host that lost its CPU for a while) may come back
+after the orchestrator re-bridged its callers to another gateway: it must not send them a
+single frame. Every send passes the process-wide `SendGate`: when the hub's clock shows a gap
+longer than STALL_HOLD_S since its last tick, the gate closes before anything is written, the
+server checks each call's media generation in Redis, closes the fenced sessions and opens the
+gate again (server.py). A gap that short never lets a re-bridge happen (the orchestrator waits a
+full second without a heartbeat), so only the check's round trip is ever held.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from websockets.asyncio.connection import Connection
 from websockets.protocol import State
 
 from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.send_gate import SendGate
 from callbridge.services.media_gateway.ws_fastpath import write_frame
 from callbridge.shared.audio.playout import Playout
 
@@ -35,17 +43,17 @@ log = logging.getLogger(__name__)
 TICK_S = 0.005
 WRITE_LIMIT = 64 * 1024
 _MAX_FRAMES_PER_SERVICE = 3
-
-
 class Sender:
     """Moves one call's `Playout` onto its Infobip socket; served by the hub."""
 
-    __slots__ = ("_n", "_ready_t", "conn", "due", "idle_waiter", "on_first_audio", "playout",
-                 "sample_every")
+    __slots__ = ("_n", "_ready_t", "conn", "due", "gate", "idle_waiter", "on_first_audio",
+                 "playout", "sample_every")
 
     def __init__(self, conn: Connection, playout: Playout, sample_every: int = 1,
-                 on_first_audio: Callable[[], None] | None = None) -> None:
+                 on_first_audio: Callable[[], None] | None = None,
+                 gate: SendGate | None = None) -> None:
         self.conn = conn
+        self.gate = gate or SendGate()
         self.playout = playout
         self.sample_every = sample_every
         self.on_first_audio = on_first_audio
@@ -55,8 +63,10 @@ class Sender:
         self._n = 0
 
     def service(self, now: float) -> None:
-        """Send every frame due at `now` (normally one; a few after a stall)."""
+        """Send every frame due at `now` (normally one; a few after a stall). The hub checks
+        the gate once per tick before serving anyone."""
         p = self.playout
+        tally = metrics.FRAMES
         for _ in range(_MAX_FRAMES_PER_SERVICE):
             due = p.next_due()
             late_before = p.late_frames
@@ -67,6 +77,8 @@ class Sender:
                 if self.conn.protocol.state is State.OPEN:
                     metrics.DROPPED_FRAMES.inc()
                 continue
+            tally.count += 1
+            tally.last_at = now
             if p.late_frames != late_before:
                 metrics.LATE_FRAMES.inc()
             if p.last_was_audio:
@@ -86,11 +98,13 @@ class Sender:
         """Audio arrived: send it now if its grid slot is already due, else the hub will."""
         self._ready_t = received_at
         self.due = self.playout.next_due()
-        if self.due <= now:
+        if self.due <= now and self.gate.allows(now):
             self._n = self.sample_every - 1  # always observe a burst start
             self.service(now)
 
-    def send_text(self, text: bytes) -> bool:
+    def send_text(self, text: bytes, now: float) -> bool:
+        if not self.gate.allows(now):
+            return False
         return write_frame(self.conn, text, text=True, limit=WRITE_LIMIT)
 
 
@@ -99,6 +113,7 @@ class PacerHub:
 
     def __init__(self, tick_s: float = TICK_S) -> None:
         self.tick_s = tick_s
+        self.gate = SendGate()
         self._senders: set[Sender] = set()
         self._snapshot: tuple[Sender, ...] = ()
         self._task: asyncio.Task[None] | None = None
@@ -123,10 +138,14 @@ class PacerHub:
         loop = asyncio.get_running_loop()
         wake = loop.time()
         observe_lag = metrics.LOOP_LAG.observe
+        gate = self.gate
+        gate.last_tick = wake
         while True:  # runs for the life of the process; cancelled by stop()
             now = loop.time()
             observe_lag(max(0.0, now - wake))  # how late this tick woke: event-loop health
-            for sender in self._snapshot:
+            allowed = gate.allows(now)
+            gate.last_tick = now
+            for sender in self._snapshot if allowed else ():
                 if sender.due <= now:
                     try:
                         sender.service(now)

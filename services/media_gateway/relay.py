@@ -11,7 +11,7 @@ The relay does not know the session. It works on the call's parts (caller output
 link, barge-in, response turns, record), and what only the session can do (run the tools
 of a finished response) is the one-method `RelayHost` protocol, held weakly: the session
 owns the relay, and an ended call must be freed by reference counting alone, without a
-cycle (tests/test_gateway_regressions.py).
+cycle (tests/gateway/test_gateway_regressions.py).
 
 Malformed input never ends a session: an odd-length or empty audio frame, non-JSON text, an
 unknown control message or a model event missing fields is counted or logged and skipped.
@@ -73,11 +73,12 @@ class Relay:
         self.loop = loop = asyncio.get_running_loop()
         now = loop.time()
         s = settings
-        self.meter = CallerMeter(rate, s.caller_audio_burst_ms, s.caller_flood_ratio,
-                                 s.caller_flood_window_s, now)
-        self.control = CallerControl(link, turns, record, wire, s.dtmf_max_per_s, now)
-        self.resampler = StreamResampler(rate, rt.MODEL_RATE, s.resample_quality)
-        self.sample_every = s.latency_sample_every
+        self.meter = CallerMeter(rate, s.gateway_caller_audio_burst_ms,
+                                 s.gateway_caller_flood_ratio,
+                                 s.gateway_caller_flood_window_s, now)
+        self.control = CallerControl(link, turns, record, wire, s.gateway_dtmf_max_per_s, now)
+        self.resampler = StreamResampler(rate, rt.MODEL_RATE, s.gateway_resample_quality)
+        self.sample_every = s.gateway_latency_sample_every
         self.frames_in = 0
         self.malformed_frames = 0  # audio frames of an odd or too small length
         self.last_audio_in = now

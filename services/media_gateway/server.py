@@ -9,7 +9,7 @@ while draining, an upgrade gets a plain HTTP 503 instead of a socket that is the
 Admission (limits.py has the threat model): a connection is *pending* from TCP accept until
 its `websocket:connected` carried a valid media token; pending connections live in their
 own bounded set (GATEWAY_MAX_PENDING, the longest-waiting dropped when full) under a
-deadline (CONNECT_TIMEOUT_S, the handshake included) and small frame and buffer limits. The
+deadline (GATEWAY_CONNECT_TIMEOUT_S, the handshake included) and small frame and buffer limits. The
 session cap counts admitted calls only (a slot is taken just before the token is claimed),
 so silent or junk connections can never keep a real call out.
 
@@ -18,7 +18,7 @@ pings (a half-open Infobip socket ends within interval + timeout), no compressio
 not compress and deflate costs ~100 KB of memory per socket).
 
 Shutdown (SIGTERM): readiness false at once, new upgrades refused, live calls run to their
-end for up to DRAIN_TIMEOUT_S; calls still alive then are ended (`drain_timeout`, hang-up
+end for up to GATEWAY_DRAIN_TIMEOUT_S; calls still alive then are ended (`drain_timeout`, hang-up
 job) and the process exits.
 """
 
@@ -37,6 +37,7 @@ from websockets.http11 import Request, Response
 from callbridge.services.media_gateway import gc_pauses, metrics
 from callbridge.services.media_gateway.admission import admit
 from callbridge.services.media_gateway.config import GatewaySettings
+from callbridge.services.media_gateway.fencing import FenceCheck
 from callbridge.services.media_gateway.limits import AdmissionGate, ConnectionLimits, SessionSlots
 from callbridge.services.media_gateway.metrics import RefusalReason
 from callbridge.services.media_gateway.pacer import PacerHub
@@ -44,6 +45,7 @@ from callbridge.services.media_gateway.session import MediaSession, SessionDeps
 from callbridge.services.media_gateway.state import Heartbeat, StateStore, connect_redis
 from callbridge.services.media_gateway.tools import ToolRegistry, default_registry
 from callbridge.services.media_gateway.ws_fastpath import MediaConnection, media_connection_class
+from callbridge.shared import health
 from callbridge.shared.profiles import ProfileBook, load_profiles
 
 log = logging.getLogger(__name__)
@@ -62,12 +64,14 @@ class Gateway:
         self.gate = AdmissionGate(settings.gateway_max_pending)
         self.slots = SessionSlots(settings.gateway_max_sessions)
         self._connection_class = media_connection_class(ConnectionLimits(
-            max_request_bytes=settings.max_request_bytes,
-            preadmission_max_frame_bytes=settings.preadmission_max_frame_bytes,
-            preadmission_buffer_bytes=settings.preadmission_buffer_bytes), self.gate)
+            max_request_bytes=settings.gateway_max_request_bytes,
+            preadmission_max_frame_bytes=settings.gateway_preadmission_max_frame_bytes,
+            preadmission_buffer_bytes=settings.gateway_preadmission_buffer_bytes), self.gate)
         self._server: Server | None = None
         self._hub = PacerHub()
         self._store: StateStore | None = None
+        self.fences = FenceCheck(self._hub.gate, lambda: self.store, lambda: self.sessions)
+        self._hub.gate.on_stall = self.fences.on_stall
         self._no_sessions = asyncio.Event()
         self._no_sessions.set()
 
@@ -76,24 +80,26 @@ class Gateway:
     async def start(self) -> None:
         s = self.settings
         self._store = StateStore(connect_redis(s.redis_url), s.gateway_id,
-                                 s.gateway_max_sessions, self._heartbeat)
+                                 s.gateway_max_sessions, self._heartbeat,
+                                 on_fenced=self.fences.on_fenced, gate=self._hub.gate)
         self._store.start()
         self._hub.start()
         self._server = await serve(
             self._handle, s.gateway_host, s.gateway_port,
             process_request=self._process_request, create_connection=self._connection_class,
-            open_timeout=s.connect_timeout_s,
-            max_size=s.max_message_bytes, max_queue=32, compression=None,
+            open_timeout=s.gateway_connect_timeout_s,
+            max_size=s.gateway_max_message_bytes, max_queue=32, compression=None,
             # Pings are the session's (wire_watch.keepalive: counted, and can be off);
-            # a connection not yet admitted is bounded by CONNECT_TIMEOUT_S instead.
+            # a connection not yet admitted is bounded by GATEWAY_CONNECT_TIMEOUT_S instead.
             ping_interval=None,
             close_timeout=2,
         )
         log.info("media gateway %s listening on %s:%d (max %d sessions)", s.gateway_id,
                  s.gateway_host, self.port, s.gateway_max_sessions)
-        if s.keepalive_interval_s <= 0 and s.idle_timeout_s <= 0:
-            log.warning("KEEPALIVE_INTERVAL_S=0 and IDLE_TIMEOUT_S=0: a media peer that "
-                        "vanishes without closing is only noticed at MAX_CALL_DURATION_S")
+        if s.gateway_keepalive_interval_s <= 0 and s.gateway_idle_timeout_s <= 0:
+            log.warning("GATEWAY_KEEPALIVE_INTERVAL_S=0 and GATEWAY_IDLE_TIMEOUT_S=0: a media "
+                        "peer that vanishes without closing is only noticed at "
+                        "GATEWAY_MAX_CALL_DURATION_S")
 
     async def stop(self) -> None:
         """Close everything now (after `drain()` for a graceful stop)."""
@@ -104,6 +110,7 @@ class Gateway:
             self._server.close()
             await self._server.wait_closed()
         await self._wait_sessions(5.0)
+        await self.fences.stop()
         await self._hub.stop()
         if self._store is not None:
             await self._store.close()
@@ -112,7 +119,7 @@ class Gateway:
         """Readiness false, refuse new calls, let live calls finish (bounded).
         True if every call ended by itself; the rest are ended with `drain_timeout`."""
         self.draining = True
-        limit = self.settings.drain_timeout_s if timeout is None else timeout
+        limit = self.settings.gateway_drain_timeout_s if timeout is None else timeout
         log.info("draining: %d live sessions, up to %.0f s", len(self.sessions), limit)
         if await self._wait_sessions(limit):
             return True
@@ -159,22 +166,15 @@ class Gateway:
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path == "/healthz":
-            return conn.respond(HTTPStatus.OK, "ok\n")
-        if path == "/readyz":
+        if path == health.HEALTHZ:
+            return _answer(conn, health.alive())
+        if path == health.READYZ:
             if self.ready:
-                return conn.respond(HTTPStatus.OK, "ready\n")
-            return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE,
-                                "draining\n" if self.draining else "at capacity\n")
-        if path == "/metrics":
-            response = conn.respond(HTTPStatus.OK, "")
-            body = metrics.render()
-            # Headers is a multidict: assignment would add a second header, so replace.
-            del response.headers["Content-Type"]
-            del response.headers["Content-Length"]
-            response.headers["Content-Type"] = metrics.CONTENT_TYPE
-            response.headers["Content-Length"] = str(len(body))
-            return dataclasses.replace(response, body=body)
+                return _answer(conn, health.ready())
+            return _answer(conn, health.not_ready("draining" if self.draining
+                                                  else "at_capacity"))
+        if path == health.METRICS:
+            return _answer(conn, health.metrics())
         if self.draining:
             metrics.refused(RefusalReason.DRAINING)
             return conn.respond(HTTPStatus.SERVICE_UNAVAILABLE, "gateway draining\n")
@@ -188,7 +188,8 @@ class Gateway:
         assert isinstance(conn, MediaConnection), type(conn)
         s = self.settings
         call = await admit(conn, store=self.store, profiles=self.profiles,
-                           gateway_id=s.gateway_id, connect_timeout_s=s.connect_timeout_s,
+                           gateway_id=s.gateway_id,
+                           connect_timeout_s=s.gateway_connect_timeout_s,
                            slots=self.slots)
         if call is None:
             return
@@ -230,3 +231,14 @@ async def run_gateway(settings: GatewaySettings) -> int:
     finally:
         await gateway.stop()
     return 0
+
+
+def _answer(conn: ServerConnection, probe: health.ProbeAnswer) -> Response:
+    """A websockets HTTP response carrying a shared probe answer."""
+    response = conn.respond(HTTPStatus(probe.status), "")
+    # Headers is a multidict: assignment would add a second header, so replace.
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    response.headers["Content-Type"] = probe.content_type
+    response.headers["Content-Length"] = str(len(probe.body))
+    return dataclasses.replace(response, body=probe.body)

@@ -11,6 +11,12 @@ purpose: goodbye/notice playing, job enqueued, waiting for the orchestrator to h
 returns when it closes, whoever closed it; everything else (model reader, watchdog,
 keepalive, tools, ending sequence) are tasks of the session, cancelled at its end.
 
+A call re-bridged from a lost gateway (`Admitted.resume`, services/call_orchestrator/
+rebridge.py) starts differently: the conversation so far is read from Redis, the caller
+hears the hold sound until the agent speaks again, and the model is re-seeded and asked to
+pick up where it was instead of greeting. A session whose call moved on to a newer media
+generation is fenced (`fence()`): it ends without another frame or record write.
+
 How and why calls end: ending.py.
 """
 
@@ -33,7 +39,7 @@ from callbridge.services.media_gateway.metrics import Limited
 from callbridge.services.media_gateway.model_link import ModelLink
 from callbridge.services.media_gateway.pacer import PacerHub
 from callbridge.services.media_gateway.relay import Relay
-from callbridge.services.media_gateway.state import CallRecord, SessionState, StateStore, now_ms
+from callbridge.services.media_gateway.state import CallRecord, SessionState, StateStore
 from callbridge.services.media_gateway.tools import ToolCall, ToolRegistry, run_tool
 from callbridge.services.media_gateway.turns import ResponseTurns
 from callbridge.services.media_gateway.watchdog import IDLE_TIMEOUT, MAX_DURATION, watchdog
@@ -43,6 +49,7 @@ from callbridge.shared import realtime_events as rt
 from callbridge.shared import ws_close_codes as close
 from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL
 from callbridge.shared.profiles import ProfileBook
+from callbridge.shared.redis_values import epoch_ms_text
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,8 @@ class MediaSession:
         self.loop = asyncio.get_running_loop()
         self.state = SessionState.CONNECTING
         self.call_id, self.dialog_id, self.rate = call.call_id, call.dialog_id, call.rate
+        self.generation, self.resume = call.generation, call.resume
+        self.fenced = False
         self.profile = call.profile
         self.wire = call.wire
         self.end_reason: str | None = None
@@ -78,8 +87,8 @@ class MediaSession:
         self._started = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closer: asyncio.Task[None] | None = None
-        self.output = CallerOutput(conn, self.rate, deps.hub, quality=s.resample_quality,
-                                   sample_every=s.latency_sample_every,
+        self.output = CallerOutput(conn, self.rate, deps.hub, quality=s.gateway_resample_quality,
+                                   sample_every=s.gateway_latency_sample_every,
                                    on_first_audio=self._on_first_audio,  # dropped at the end
                                    on_clear=self.wire.on_clear_sent)
         # Captures the deque, not `self`: a part referring back to the session is a cycle,
@@ -88,9 +97,9 @@ class MediaSession:
         # up (+73 kB RSS per call). Refcounting must free a session.
         history = self.record.history
         self.link = ModelLink(s, self.profile, deps.tools.schemas(self.profile.tools),
-                              lambda: history)
+                              lambda: history, resume=call.resume)
         self.turns = ResponseTurns(self.link)
-        self.barge = BargeIn(self.output, self.link, s.playout_allowance_ms,
+        self.barge = BargeIn(self.output, self.link, s.gateway_playout_allowance_ms,
                              enabled=self.profile.turn_detection.interrupt_response)
         self.relay = Relay(self, conn, self.link, self.output, self.barge, self.turns,
                            self.record, self.wire, s, self.rate)
@@ -104,6 +113,10 @@ class MediaSession:
 
     async def serve(self) -> None:
         """Serve the call until the Infobip socket closes."""
+        if self.resume:
+            # Before the model opens: the re-seed is the conversation so far.
+            self.record.history.extend(await self.deps.store.load_history(
+                self.call_id, self.record.history.maxlen or 60))
         self.start()
         try:
             await self.relay.pump()
@@ -121,23 +134,32 @@ class MediaSession:
         if self.conn.cut_reason != Limited.FLOOD_CUTOFF or self._ending:
             return
         log.warning("caller sent faster than %.1fx real time: call cut off",
-                    self.settings.caller_flood_ratio)
+                    self.settings.gateway_caller_flood_ratio)
         self.end_reason = "caller_flood"
         self.deps.store.enqueue_job(HANGUP_CALL, self.call_id, "caller_flood")
 
     def start(self) -> None:
         s = self.settings
         self.connected_at = self.relay.last_audio_in = self.loop.time()
+        if self.resume:  # the caller hears the hold sound until the agent speaks again
+            self.output.set_filler(sounds.hold(self.rate, s.gateway_hold_limit_ms))
+            metrics.RESUMED.inc()
         self.output.start()
         self._started = True
         metrics.ACTIVE_SESSIONS.inc()
+        self.deps.store.serve(self.call_id, self.generation)
+        resumed = {"resumed_at": epoch_ms_text(), "first_audio_at": ""} if self.resume else {}
         self.record.open(gateway_id=self.deps.gateway_id, dialog_id=self.dialog_id,
-                         profile=self.profile.name, sample_rate=self.rate, state=self.state.value)
-        log.info("media session started: %d Hz, profile %s", self.rate, self.profile.name)
+                         profile=self.profile.name, sample_rate=self.rate, state=self.state.value,
+                         media_gen=self.generation, **resumed)
+        log.info("media session %s: %d Hz, profile %s",
+                 "resumed (re-bridged)" if self.resume else "started", self.rate,
+                 self.profile.name)
         self._spawn(self._model_main(), "model")
         self._spawn(self._watchdog(), "watchdog")
-        if s.keepalive_interval_s > 0:
-            self._spawn(keepalive(self.conn, s.keepalive_interval_s, s.keepalive_timeout_s,
+        if s.gateway_keepalive_interval_s > 0:
+            self._spawn(keepalive(self.conn, s.gateway_keepalive_interval_s,
+                                  s.gateway_keepalive_timeout_s,
                                   self.wire, self._on_peer_silent), "keepalive")
 
     async def _finish(self) -> None:
@@ -151,7 +173,8 @@ class MediaSession:
         # Leaves the pacer; soxr filters are most of a call's native memory (~160 kB).
         self.output.close()
         self.relay.close()
-        self.record.close(reason, self.counters())
+        if not self.fenced:  # a fenced session's record belongs to its successor
+            self.record.close(reason, self.counters())
         metrics.ACTIVE_SESSIONS.dec()
         metrics.SESSIONS.labels(reason).inc()
         dropped = self.relay.frames_dropped
@@ -159,6 +182,9 @@ class MediaSession:
             metrics.limited(Limited.AUDIO_DROPPED, dropped)
         log.info("media session ended: %s", reason,
                  extra={**self.counters(), "frames_dropped": dropped})
+        if self.fenced:
+            self.conn.transport.abort()  # not even a close frame: the call is elsewhere now
+            return
         self.deps.store.wire_observation(self.wire.finish(reason))
         await self.conn.close()
 
@@ -185,7 +211,7 @@ class MediaSession:
                                  self._on_model_open)
         if not ok and not self._ending:
             log.error("model unavailable for %.0f s: fallback",
-                      self.settings.model_reconnect_timeout_s)
+                      self.settings.gateway_model_reconnect_timeout_s)
             transfer = bool(self.profile.transfer_number)
             self._begin_ending(
                 "model_failed", TRANSFER_CALL if transfer else HANGUP_CALL, "model_failed",
@@ -193,19 +219,22 @@ class MediaSession:
                               self.rate))
 
     def _on_model_open(self, first: bool) -> None:
-        self.output.set_filler(None)
+        if not (first and self.resume):  # a resumed call holds until the agent speaks
+            self.output.set_filler(None)
         # the greeting (first) or the resume (re-seed) response.create was sent
-        self.turns.on_model_open(bool(self.profile.greeting) or not first)
+        self.turns.on_model_open(bool(self.profile.greeting) or not first or self.resume)
         if first and self.state is SessionState.CONNECTING:
             self.set_state(SessionState.STREAMING)
 
     def _on_model_lost(self) -> None:
-        self.output.set_filler(sounds.hold(self.rate, self.settings.hold_limit_ms))
+        self.output.set_filler(sounds.hold(self.rate, self.settings.gateway_hold_limit_ms))
         self.turns.on_model_lost()
 
     def _on_first_audio(self) -> None:
+        if self.resume:
+            self.output.set_filler(None)  # the agent is back: the hold sound ends
         metrics.FIRST_AUDIO.observe(self.loop.time() - self.connected_at)
-        self.record.update(first_audio_at=now_ms())
+        self.record.update(first_audio_at=epoch_ms_text())
 
     def on_response_done(self, response_id: str | None, status: str) -> None:
         """`relay.RelayHost`: run the tool calls of a response that was not cancelled."""
@@ -235,14 +264,27 @@ class MediaSession:
         self._ending = True
         self.end_reason = end_reason
         self.set_state(SessionState.DRAINING)
-        grace = self.settings.tool_end_grace_s if grace is None else grace
+        grace = self.settings.gateway_tool_end_grace_s if grace is None else grace
         self._spawn(ending_sequence(self.conn, self.link, self.output, self.relay,
                                     self.deps.store, self.call_id, job, job_reason, notice,
                                     grace), "ending")
 
+    def fence(self) -> None:
+        """The call was re-bridged to a newer media generation: end without a frame, a job
+        or a record write (the pacer's gate already holds this process's audio)."""
+        if self.fenced or self.state is SessionState.ENDED:
+            return
+        self.fenced = True
+        self.end_reason = "fenced"
+        self._ending = True
+        self.link.muted = True
+        self.output.silence()
+        self.deps.store.forget(self.call_id)
+        self.conn.transport.abort()
+
     def terminate(self, end_reason: str, code: int = close.GOING_AWAY, job: bool = True) -> None:
         """End now (drain timeout, internal error): hang-up job, close the socket."""
-        if self.state is SessionState.ENDED:
+        if self.state is SessionState.ENDED or self.fenced:
             return
         self.end_reason = self.end_reason or end_reason
         if job:

@@ -2,7 +2,7 @@
 
 Spoken notices are WAVs in `assets/` (see assets/README.md); a missing file degrades to a
 generated notice tone rather than silence. The hold sound is generated
-(`callbridge.shared.audio.tones.hold_sound`) with pauses kept under HOLD_LIMIT_MS.
+(`callbridge.shared.audio.tones.hold_sound`) with pauses kept under GATEWAY_HOLD_LIMIT_MS.
 """
 
 from __future__ import annotations

@@ -8,9 +8,18 @@ gateway-loss watchdog and `callbridge status` / `calls show` (README "Architectu
   `end_reason`, and the counters `frames_in`, `frames_out`, `barge_ins`, `truncates`;
 - the transcript stream of the call (`role`, `text`, `at`), capped at TRANSCRIPT_MAXLEN;
 - the gateway's liveness: its member in `redis_keys.GATEWAYS`, its set of live calls and a
-  heartbeat key that expires after HEARTBEAT_TTL_S;
+  heartbeat rewritten every HEARTBEAT_EVERY_S with a new sequence number (the orchestrator's
+  gateway watch judges a gateway by whether it changes; the TTL only cleans up);
 - orchestrator jobs (`callbridge.shared.jobs.HANGUP_CALL`, `TRANSFER_CALL`) on the arq queue, with
   deterministic job ids (`callbridge.shared.jobs.job_id`).
+
+Fenced writes: after a lost gateway, the orchestrator re-bridges its callers to a new media
+generation (call record `media_gen`, services/call_orchestrator/rebridge.py). Every
+session-record write goes through one script that writes only while the call record's
+`media_gen` is still the session's own generation, so a gateway that was frozen or cut off
+and comes back cannot overwrite the record of the session that replaced it: the script
+answers "fenced", the store drops what it held for that call and tells the server
+(`on_fenced`), which closes the session without a word to the caller.
 
 Why buffered: a Redis outage must never disturb audio (README "Architecture", "State in
 Redis, audio never waits for it"). Call code only *records* changes here, synchronously and
@@ -39,14 +48,21 @@ from redis.asyncio import ConnectionPool
 from redis.exceptions import RedisError
 
 from callbridge.services.media_gateway import metrics
+from callbridge.services.media_gateway.send_gate import SendGate
 from callbridge.shared import redis_keys
 from callbridge.shared.jobs import ARQ_SERIALIZERS, job_id
+from callbridge.shared.redis_values import epoch_ms_text
 from callbridge.shared.wire_observations import WireObservation
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_EVERY_S = 1.0
+#: A quarter second: the orchestrator declares a gateway lost after a second without a new
+#: heartbeat (ORCHESTRATOR_GATEWAY_LOST_AFTER_S). One SET per gateway per beat: at 10,000
+#: calls on 40 gateways, 160 small writes a second (README "Fault tolerance").
+HEARTBEAT_EVERY_S = 0.25
 HEARTBEAT_TTL_S = 5
+#: Live calls' counters (frames, barge-ins) go to their session records this often.
+COUNTERS_EVERY_S = 1.0
 TRANSCRIPT_MAXLEN = 1000
 _MAX_PENDING_LINES = 5000
 _FLUSH_PAUSE_S = 0.05  # coalesce a burst of small writes into one pipeline
@@ -61,11 +77,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*',
                   'call_id', ARGV[2], 'observation', ARGV[3])
 """
-
-
-def now_ms() -> str:
-    """Unix epoch milliseconds as a decimal string (the session record's time format)."""
-    return str(int(time.time() * 1000))
+#: Session-record write fenced by the media generation. KEYS[1] session record, KEYS[2]
+#: call record; ARGV: the session's generation, TTL, then field/value pairs. 0: fenced.
+_WRITE_IF_CURRENT = """
+local current = tonumber(redis.call('HGET', KEYS[2], 'media_gen') or '0')
+if current > tonumber(ARGV[1]) then return 0 end
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 def connect_redis(url: str) -> ArqRedis:
@@ -99,8 +119,17 @@ class StateStore:
     """Best-effort writer of one gateway's Redis state (see module docstring)."""
 
     def __init__(self, redis: ArqRedis, gateway_id: str, max_sessions: int,
-                 heartbeat: Callable[[], Heartbeat]) -> None:
+                 heartbeat: Callable[[], Heartbeat],
+                 on_fenced: Callable[[str], None] | None = None,
+                 gate: SendGate | None = None) -> None:
         self.redis = redis
+        self._on_fenced = on_fenced
+        #: the pacer's gate: after a stall nothing is written until fences were checked
+        self._gate = gate
+        #: call id -> the media generation its session serves (writes are fenced by it)
+        self._generations: dict[str, int] = {}
+        self._write_if_current = redis.register_script(_WRITE_IF_CURRENT)
+        self._beats = 0
         self.gateway_id = gateway_id
         self.max_sessions = max_sessions
         self._heartbeat_info = heartbeat
@@ -129,6 +158,19 @@ class StateStore:
             pending[key] = str(value)
         self._wake.set()
 
+    def serve(self, call_id: str, generation: int) -> None:
+        """From now on the call's session-record writes are fenced by `generation`."""
+        self._generations[call_id] = generation
+
+    def forget(self, call_id: str) -> None:
+        """Drop everything still held for a call (its session was fenced): record fields,
+        transcript lines and jobs. Its membership of the gateway's set is removed."""
+        self._hashes.pop(call_id, None)
+        self._generations.pop(call_id, None)
+        self._jobs = [job for job in self._jobs if job.call_id != call_id]
+        self._lines = deque((c, e) for c, e in self._lines if c != call_id)
+        self.remove_member(call_id)
+
     def add_member(self, call_id: str) -> None:
         self._members[call_id] = True
         self._wake.set()
@@ -141,7 +183,7 @@ class StateStore:
         if len(self._lines) >= _MAX_PENDING_LINES:
             self._lines.popleft()
             self.lines_dropped += 1
-        self._lines.append((call_id, {"role": role, "text": text, "at": now_ms()}))
+        self._lines.append((call_id, {"role": role, "text": text, "at": epoch_ms_text()}))
         self._wake.set()
 
     def enqueue_job(self, function: str, call_id: str, reason: str) -> str:
@@ -161,11 +203,12 @@ class StateStore:
     # Reads on the call path --------------------------------------------------------------
 
     async def claim_media_token(self, token: str, call_id: str,
-                                timeout: float = 2.0) -> tuple[dict[str, Any] | None, str]:
-        """GETDEL the one-time token (admission.py has the contract) and read the call's
-        dialog id.
+                                timeout: float = 2.0) -> tuple[bytes | None, str]:
+        """GETDEL the one-time token (shared/media_tokens.py has the contract) and read the
+        call's dialog id.
 
-        Returns (token record or None, dialog_id or ""). Raises TokenStoreUnavailable.
+        Returns (the token's raw record or None, dialog_id or ""). Raises
+        TokenStoreUnavailable.
         Claims made in the same loop turn share one pipeline (a burst of connecting calls
         would otherwise queue on the connection pool's lock).
         """
@@ -179,15 +222,38 @@ class StateStore:
                 raw, dialog = await asyncio.shield(future)
         except TimeoutError:
             raise TokenStoreUnavailable(f"no answer within {timeout} s") from None
-        record = None
-        if raw is not None:
-            try:
-                parsed = orjson.loads(raw)
-                record = parsed if isinstance(parsed, dict) else {}
-            except orjson.JSONDecodeError:
-                record = {}
         dialog_id = dialog.decode() if isinstance(dialog, bytes) else ""
-        return record, dialog_id
+        return (bytes(raw) if raw is not None else None), dialog_id
+
+    async def load_history(self, call_id: str, lines: int,
+                           timeout: float = 1.0) -> list[tuple[str, str]]:
+        """The call's latest transcript lines, oldest first (a re-bridged call re-seeds its
+        model with them). Empty when Redis does not answer in time: the call resumes without
+        context rather than not at all."""
+        try:
+            async with asyncio.timeout(timeout):
+                entries = await self.redis.xrevrange(redis_keys.transcript_stream(call_id),
+                                                     count=lines)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("conversation so far unavailable (%s): resuming without it",
+                        type(exc).__name__)
+            return []
+        history = []
+        for _, fields in reversed(entries):
+            role, text = fields.get(b"role", b""), fields.get(b"text", b"")
+            history.append((role.decode(errors="replace"), text.decode(errors="replace")))
+        return history
+
+    async def current_generations(self, call_ids: list[str],
+                                  timeout: float = 1.0) -> dict[str, int]:
+        """The call records' `media_gen` (0 when unset). Raises on a Redis failure."""
+        async with asyncio.timeout(timeout):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for call_id in call_ids:
+                    pipe.hget(redis_keys.call_record(call_id), "media_gen")
+                replies = await pipe.execute()
+        return {call_id: int(reply or 0) for call_id, reply in zip(call_ids, replies,
+                                                                       strict=True)}
 
     async def _claim_batches(self) -> None:
         await asyncio.sleep(0)  # let this loop turn's claims join the batch
@@ -243,6 +309,7 @@ class StateStore:
 
     async def _run(self) -> None:
         next_beat = 0.0
+        next_counters = 0.0
         failures = 0
         loop = asyncio.get_running_loop()
         while not self._closing:  # each turn waits on an event or the next heartbeat
@@ -253,10 +320,15 @@ class StateStore:
             except TimeoutError:
                 pass
             self._wake.clear()
+            if self._gate is not None and not self._gate.allows(loop.time()):
+                await self._gate.wait_open()  # woken from a stall: fences first (fencing.py)
             try:
                 if loop.time() >= next_beat:
                     next_beat = loop.time() + HEARTBEAT_EVERY_S
-                    await self._beat()
+                    counters = loop.time() >= next_counters
+                    if counters:
+                        next_counters = loop.time() + COUNTERS_EVERY_S
+                    await self._beat(counters)
                 await self._flush()
             except (RedisError, OSError, TimeoutError) as exc:
                 metrics.REDIS_ERRORS.inc()
@@ -274,15 +346,17 @@ class StateStore:
             failures = 0
             await asyncio.sleep(_FLUSH_PAUSE_S)
 
-    async def _beat(self) -> None:
+    async def _beat(self, with_counters: bool = True) -> None:
         info = self._heartbeat_info()
+        self._beats += 1
         beat = orjson.dumps({"sessions": info.sessions, "max_sessions": self.max_sessions,
-                             "ready": info.ready, "pid": os.getpid(),
+                             "ready": info.ready, "pid": os.getpid(), "seq": self._beats,
                              "at": int(time.time() * 1000)})
-        for call_id, counters in info.counters.items():
-            pending = self._hashes.setdefault(call_id, {})
-            for key, value in counters.items():
-                pending[key] = str(value)
+        if with_counters:
+            for call_id, counters in info.counters.items():
+                pending = self._hashes.setdefault(call_id, {})
+                for key, value in counters.items():
+                    pending[key] = str(value)
         async with asyncio.timeout(2.0):
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(redis_keys.GATEWAYS, self.gateway_id)
@@ -304,13 +378,26 @@ class StateStore:
                 # hundreds of calls that the pacer's callers would hear. HSET/EXPIRE are
                 # idempotent, so a slice rewritten after a failure is harmless.
                 records = list(hashes.items())
+                fenced: list[str] = []
                 for start in range(0, len(records), _RECORDS_PER_PIPELINE):
+                    chunk = records[start:start + _RECORDS_PER_PIPELINE]
                     async with self.redis.pipeline(transaction=False) as pipe:
-                        for call_id, fields in records[start:start + _RECORDS_PER_PIPELINE]:
-                            key = redis_keys.session_record(call_id)
-                            pipe.hset(key, mapping=fields)
-                            pipe.expire(key, redis_keys.CALL_TTL_S)
-                        await pipe.execute()
+                        for call_id, fields in chunk:
+                            args: list[str | int] = [self._generations.get(call_id, 0),
+                                                     redis_keys.CALL_TTL_S]
+                            for key, value in fields.items():
+                                args += [key, value]
+                            await self._write_if_current(
+                                keys=[redis_keys.session_record(call_id),
+                                      redis_keys.call_record(call_id)],
+                                args=args, client=pipe)
+                        written = await pipe.execute()
+                    fenced += [call_id for (call_id, _), ok in zip(chunk, written, strict=True)
+                               if not ok]
+                if fenced:
+                    lines = [(c, e) for c, e in lines if c not in fenced]
+                    for call_id in fenced:
+                        self._fenced(call_id)
                 if not (members or lines):
                     return
                 async with self.redis.pipeline(transaction=False) as pipe:
@@ -329,6 +416,14 @@ class StateStore:
         except BaseException:
             self._restore(hashes, members, lines)
             raise
+
+    def _fenced(self, call_id: str) -> None:
+        log.warning("session fenced: the call was re-bridged away from this gateway",
+                    extra={"call_id": call_id})
+        metrics.FENCED.inc()
+        self.forget(call_id)
+        if self._on_fenced is not None:
+            self._on_fenced(call_id)
 
     def _restore(self, hashes: dict[str, dict[str, str]], members: dict[str, bool],
                  lines: list[tuple[str, dict[str, str]]]) -> None:
@@ -389,12 +484,12 @@ class CallRecord:
     def open(self, **fields: str | int) -> None:
         """The call is live: its first record fields, counters at zero, and a member of
         this gateway's set."""
-        self.store.update(self.call_id, call_id=self.call_id, started_at=now_ms(), frames_in=0,
-                          frames_out=0, barge_ins=0, truncates=0, **fields)
+        self.store.update(self.call_id, call_id=self.call_id, started_at=epoch_ms_text(),
+                          frames_in=0, frames_out=0, barge_ins=0, truncates=0, **fields)
         self.store.add_member(self.call_id)
 
     def close(self, reason: str, counters: dict[str, int]) -> None:
-        self.store.update(self.call_id, state=SessionState.ENDED.value, ended_at=now_ms(),
+        self.store.update(self.call_id, state=SessionState.ENDED.value, ended_at=epoch_ms_text(),
                           end_reason=reason, **counters)
         self.store.remove_member(self.call_id)
 

@@ -1,8 +1,8 @@
-"""A call's two clocks: no caller audio for IDLE_TIMEOUT_S, and MAX_CALL_DURATION_S.
+"""A call's two clocks: no caller audio for GATEWAY_IDLE_TIMEOUT_S, and GATEWAY_MAX_CALL_DURATION_S.
 
 Infobip streams frames continuously, silence included (docs/protocol-assumptions.md,
 "Continuous inbound audio during the caller's silence"), so a call without caller frames
-for IDLE_TIMEOUT_S is a dead or half-open peer that cannot hear anything (0 switches the
+for GATEWAY_IDLE_TIMEOUT_S is a dead or half-open peer that cannot hear anything (0 switches the
 check off). What the session does about either is its ending sequence (session.py).
 """
 
@@ -27,17 +27,18 @@ async def watchdog(settings: GatewaySettings, relay: Relay, connected_at: float,
     it began ending for another reason first."""
     s = settings
     loop = asyncio.get_running_loop()
-    idle = s.idle_timeout_s if s.idle_timeout_s > 0 else float("inf")  # 0: no idle check
-    step = max(0.05, min(1.0, idle / 4, s.max_call_duration_s / 4))
-    for _ in range(int((s.max_call_duration_s + s.idle_timeout_s) / step) + 10):
+    # 0: no idle check
+    idle = s.gateway_idle_timeout_s if s.gateway_idle_timeout_s > 0 else float("inf")
+    step = max(0.05, min(1.0, idle / 4, s.gateway_max_call_duration_s / 4))
+    for _ in range(int((s.gateway_max_call_duration_s + s.gateway_idle_timeout_s) / step) + 10):
         await asyncio.sleep(step)  # a periodic check, not synchronisation
         now = loop.time()
         if ending():
             return None
         if now - relay.last_audio_in >= idle:
-            log.warning("no caller audio for %.1f s: ending the call", s.idle_timeout_s)
+            log.warning("no caller audio for %.1f s: ending the call", s.gateway_idle_timeout_s)
             return IDLE_TIMEOUT
-        if now - connected_at >= s.max_call_duration_s:
+        if now - connected_at >= s.gateway_max_call_duration_s:
             log.info("maximum call duration reached")
             return MAX_DURATION
     return None

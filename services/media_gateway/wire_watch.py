@@ -9,7 +9,7 @@ audio); while `callbridge preflight --capture-call` has armed the gateways
 call ends, so the first live call shows which assumptions held.
 
 The keepalive is ours rather than websockets' built-in one so that the pings and pongs can
-be counted, and so that it can be switched off (KEEPALIVE_INTERVAL_S=0) if Infobip turns
+be counted, and so that it can be switched off (GATEWAY_KEEPALIVE_INTERVAL_S=0) if Infobip turns
 out not to answer pings.
 """
 

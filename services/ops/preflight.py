@@ -31,7 +31,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 import aiohttp
@@ -48,6 +48,9 @@ from callbridge.shared.infobip_media import TOKEN_KEY
 from callbridge.shared.logging_setup import redact
 from callbridge.shared.profiles import AgentProfile
 from callbridge.shared.wire_observations import WireObservation
+
+if TYPE_CHECKING:  # the gateway's modules load only when its checks run
+    from callbridge.services.media_gateway.config import GatewaySettings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -170,7 +173,7 @@ def _differences(sent: dict[str, Any], got: dict[str, Any]) -> list[str]:
     return problems
 
 
-async def check_openai_profile(settings: Any, profile: AgentProfile,
+async def check_openai_profile(settings: GatewaySettings, profile: AgentProfile,
                                tools: list[dict[str, Any]], timeout_s: float = 15.0) -> Check:
     """Open a Realtime socket as the gateway does (`ModelLink`: URL, Bearer header, no
     compression) and send the gateway's `session.update` for `profile`; report
@@ -185,8 +188,8 @@ async def check_openai_profile(settings: Any, profile: AgentProfile,
     details: dict[str, Any] = {"profile": profile.name, "url": redact(url)}
     try:
         ws = await connect(url, additional_headers={"Authorization": f"Bearer {key}"},
-                           compression=None, max_size=settings.model_max_message_bytes,
-                           open_timeout=settings.model_open_timeout_s, close_timeout=2)
+                           compression=None, max_size=settings.gateway_model_max_message_bytes,
+                           open_timeout=settings.gateway_model_open_timeout_s, close_timeout=2)
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
         text = scrub(f"{type(exc).__name__}: {exc}", [key])
         return Check(name, "setup_error", f"cannot open {redact(url)}", [
@@ -263,7 +266,7 @@ async def check_openai_profile(settings: Any, profile: AgentProfile,
     return Check(name, "failed", "the Realtime socket was refused", lines, details)
 
 
-async def check_openai(settings: Any, profiles: Sequence[AgentProfile],
+async def check_openai(settings: GatewaySettings, profiles: Sequence[AgentProfile],
                        timeout_s: float = 15.0) -> list[Check]:
     """One check per profile, tools from the gateway's own registry."""
     from callbridge.services.media_gateway.tools import default_registry
@@ -472,17 +475,17 @@ HINTS = {
     "media token location": "the gateway refuses the call (1008) unless it reads the token "
                             "where Infobip puts it: tell the lead (shared/infobip_media.py)",
     "content-type / rate": "check the media-stream config's sampleRate (callbridge setup)",
-    "continuous inbound audio": "Infobip suppresses silence: raise IDLE_TIMEOUT_S above the "
-                                "longest pause, or callers are cut off",
-    "pong replies": "Infobip does not answer pings: calls end after KEEPALIVE_TIMEOUT_S; "
-                    "set KEEPALIVE_INTERVAL_S=0 and rely on IDLE_TIMEOUT_S",
+    "continuous inbound audio": "Infobip suppresses silence: raise GATEWAY_IDLE_TIMEOUT_S "
+                                "above the longest pause, or callers are cut off",
+    "pong replies": "Infobip does not answer pings: calls end after GATEWAY_KEEPALIVE_TIMEOUT_S; "
+                    "set GATEWAY_KEEPALIVE_INTERVAL_S=0 and rely on GATEWAY_IDLE_TIMEOUT_S",
     '{"action":"clear"} acknowledged': "harmless: the gateway logs the reply and carries on",
     "apiBaseUrl form": "the configured INFOBIP_BASE_URL is used instead; add the host to "
                        "INFOBIP_API_HOSTS if Infobip really serves the account from it",
 }
 UNTESTED = {
     "continuous inbound audio": "no inbound audio: the media socket never carried the call",
-    "pong replies": "no ping was sent: stay on the line longer than KEEPALIVE_INTERVAL_S",
+    "pong replies": "no ping was sent: stay on the line longer than GATEWAY_KEEPALIVE_INTERVAL_S",
     '{"action":"clear"} acknowledged': "no barge-in happened: interrupt the agent once",
 }
 

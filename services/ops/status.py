@@ -17,24 +17,17 @@ from arq.constants import (
 from callbridge.services.call_orchestrator.idempotency import event_job_id
 from callbridge.shared import redis_keys
 from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
-
-
-def _s(value: bytes | None) -> str:
-    return value.decode(errors="replace") if value is not None else ""
-
-
-def _decode(mapping: dict[bytes, bytes]) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in mapping.items()}
+from callbridge.shared.redis_values import as_text, as_text_hash
 
 
 async def collect_status(client: aioredis.Redis) -> dict[str, Any]:
     now_ms = time.time() * 1000
     gateways, calls = [], []
     for raw_id in sorted(await client.smembers(redis_keys.GATEWAYS)):
-        gateway_id = _s(raw_id)
+        gateway_id = as_text(raw_id)
         beat_raw = await client.get(redis_keys.gateway_heartbeat(gateway_id))
         beat = orjson.loads(beat_raw) if beat_raw else None
-        sessions = sorted(_s(c) for c in
+        sessions = sorted(as_text(c) for c in
                           await client.smembers(redis_keys.gateway_sessions(gateway_id)))
         gateways.append({"gateway": gateway_id, "alive": beat is not None,
                          "ready": bool(beat and beat.get("ready")),
@@ -44,7 +37,7 @@ async def collect_status(client: aioredis.Redis) -> dict[str, Any]:
                          "heartbeat_age_s": round((now_ms - float(beat["at"])) / 1000, 1)
                          if beat and "at" in beat else None})
         for call_id in sessions:
-            rec = _decode(await client.hgetall(redis_keys.session_record(call_id)))
+            rec = as_text_hash(await client.hgetall(redis_keys.session_record(call_id)))
             started = float(rec.get("started_at") or now_ms)
             calls.append({"call_id": call_id, "gateway": gateway_id,
                           "state": rec.get("state", "?"), "profile": rec.get("profile", ""),
@@ -53,7 +46,7 @@ async def collect_status(client: aioredis.Redis) -> dict[str, Any]:
                               "lag": None, "pending": None, "consumers": 0}
     try:
         for group in await client.xinfo_groups(redis_keys.EVENTS_STREAM):
-            if _s(group.get("name")) == redis_keys.EVENTS_GROUP:
+            if as_text(group.get("name")) == redis_keys.EVENTS_GROUP:
                 stream.update(lag=group.get("lag"), pending=group.get("pending"),
                               consumers=group.get("consumers"))
     except aioredis.ResponseError:
@@ -106,14 +99,14 @@ async def _events_of(client: aioredis.Redis, call_id: str,
                                       count=count)
         scanned += len(page)
         for entry_id, fields in page:
-            if _s(fields.get(b"call_id")) == call_id:
-                events.append({"id": _s(entry_id), "type": _s(fields.get(b"type")),
-                               "received_at": _s(fields.get(b"received_at")),
-                               "job_id": event_job_id(_s(fields.get(b"type")), call_id,
+            if as_text(fields.get(b"call_id")) == call_id:
+                events.append({"id": as_text(entry_id), "type": as_text(fields.get(b"type")),
+                               "received_at": as_text(fields.get(b"received_at")),
+                               "job_id": event_job_id(as_text(fields.get(b"type")), call_id,
                                                       fields.get(b"body") or b"")})
         if len(page) < count:
             return events[::-1], scanned, False
-        upper = "(" + _s(page[-1][0])  # exclusive: continue below the last one seen
+        upper = "(" + as_text(page[-1][0])  # exclusive: continue below the last one seen
     more = bool(await client.xrevrange(redis_keys.EVENTS_STREAM, max=upper, min="-", count=1))
     return events[::-1], scanned, more
 
@@ -139,14 +132,15 @@ async def collect_call(client: aioredis.Redis, call_id: str,
     Every read is bounded; `events_truncated` says when older entries were not scanned."""
     events, scanned, truncated = await _events_of(client, call_id, scan_limit)
     jobs = await _jobs_of(client, call_id, sorted({e.pop("job_id") for e in events}))
-    transcript = [{"role": _s(f.get(b"role")), "text": _s(f.get(b"text")), "at": _s(f.get(b"at"))}
+    transcript = [{"role": as_text(f.get(b"role")), "text": as_text(f.get(b"text")),
+                   "at": as_text(f.get(b"at"))}
                   for _, f in await client.xrange(redis_keys.transcript_stream(call_id),
                                                   count=TRANSCRIPT_LIMIT)]
     return {"call_id": call_id, "events": events, "events_scanned": scanned,
             "events_truncated": truncated, "scan_limit": scan_limit,
-            "call": _decode(await client.hgetall(redis_keys.call_record(call_id))),
+            "call": as_text_hash(await client.hgetall(redis_keys.call_record(call_id))),
             "jobs": jobs,
-            "session": _decode(await client.hgetall(redis_keys.session_record(call_id))),
+            "session": as_text_hash(await client.hgetall(redis_keys.session_record(call_id))),
             "transcript": transcript}
 
 

@@ -123,14 +123,29 @@ backend per_source_media
 """
 
 
-def _backend(role: Role, servers: list[str], balance: str, retry_on: str) -> str:
+def _backend(role: Role, servers: list[str], balance: str, retry_on: str,
+             extra: tuple[str, ...] = ()) -> str:
     # A replica that just started draining answers 503 until the health check marks it
     # down (up to inter x fall): retry such requests on another replica (L7 retry).
     lines = [f"\nbackend {role.name}", f"    balance {balance}",
              f"    option httpchk GET {role.ready_path}", "    http-check expect status 200",
-             "    retries 3", "    option redispatch 1", f"    retry-on {retry_on}"]
+             "    retries 3", "    option redispatch 1", f"    retry-on {retry_on}",
+             *(f"    {line}" for line in extra)]
     lines += [f"    {server}" for server in servers]
     return "\n".join(lines) + "\n"
+
+
+#: A frozen gateway (SIGSTOP, a stalled VM) still accepts TCP connections (the kernel does)
+#: but never answers, so it must be found by its health check quickly, and a WebSocket
+#: upgrade it holds must be retried elsewhere: a re-bridged caller's new media leg goes to a
+#: healthy gateway within the re-bridge budget (services/call_orchestrator/rebridge.py).
+#: `timeout server` covers only the wait for the 101 answer: once upgraded, `timeout
+#: tunnel` governs the call. Checks every 300 ms, each bounded by `timeout check`: DOWN
+#: within about 0.9 s of a freeze, before the orchestrator (1.25-1.5 s) re-bridges its
+#: callers. The price: a gateway too busy to answer /readyz within 300 ms twice in a row
+#: gets no new calls until it does (its live calls are not affected).
+GATEWAY_BACKEND = ("timeout server 1s", "timeout check 300ms",
+                   "default-server inter 300ms fall 2 rise 2")
 
 
 def _backends(servers: Callable[[Role], list[str]]) -> str:
@@ -139,7 +154,7 @@ def _backends(servers: Callable[[Role], list[str]]) -> str:
     # also retry a draining gateway's 503.
     return (_backend(INGRESS, servers(INGRESS), "roundrobin", "conn-failure empty-response")
             + _backend(GATEWAY, servers(GATEWAY), "leastconn",
-                       "conn-failure empty-response 503"))
+                       "conn-failure empty-response response-timeout 503", GATEWAY_BACKEND))
 
 
 def _stats(bind: str) -> str:

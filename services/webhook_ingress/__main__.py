@@ -1,6 +1,5 @@
 """`python -m callbridge.services.webhook_ingress [flags]`: the `callbridge ingress` command on its
-own
-(useful where the console script is not installed; same flags, same --help)."""
+own (useful where the console script is not installed; same flags, same --help)."""
 
 from __future__ import annotations
 

@@ -180,8 +180,7 @@ class Authenticator:
 
     def check_body(self, headers: CIMultiDictProxy[str], body: bytes) -> Refusal | None:
         """The configured HMAC scheme over the raw body (callbridge.shared.webhook_signing.verify,
-        which
-        compares in constant time and refuses timestamps outside the tolerance)."""
+        which compares in constant time and refuses timestamps outside the tolerance)."""
         if self._hmac_secret is None:
             return None
         scheme = self._scheme

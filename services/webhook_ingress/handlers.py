@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 
 from callbridge.services.webhook_ingress.appender import AppendFailed
 from callbridge.services.webhook_ingress.auth import Refusal
-from callbridge.services.webhook_ingress.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from callbridge.services.webhook_ingress.state import STATE, IngressState
 from callbridge.services.webhook_ingress.validation import (
     KNOWN_EVENT_TYPES,
@@ -31,7 +30,7 @@ from callbridge.services.webhook_ingress.validation import (
     read_bounded,
     too_large,
 )
-from callbridge.shared import redis_keys
+from callbridge.shared import health, redis_keys
 from callbridge.shared.logging_setup import call_id_var
 
 log = logging.getLogger(__name__)
@@ -172,29 +171,34 @@ def _store_rejected(state: IngressState, request: web.Request, body: bytes,
         state.metrics.rejected_stored += 1
 
 
+def _answer(probe: health.ProbeAnswer) -> web.Response:
+    return web.Response(status=probe.status, body=probe.body,
+                        headers={"Content-Type": probe.content_type})
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process and its event loop answer. Says nothing about Redis."""
-    return web.json_response({"status": "ok"})
+    return _answer(health.alive())
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: Redis answers PING within the bound and we are not shutting down."""
-    state = request.app[STATE]
+    return _answer(await _readiness(request.app[STATE]))
+
+
+async def _readiness(state: IngressState) -> health.ProbeAnswer:
     if state.shutting_down:
-        return web.json_response({"ready": False, "reason": "shutting_down"}, status=503)
+        return health.not_ready("shutting_down")
     client = state.redis
     if client is None:
-        return web.json_response({"ready": False, "reason": "not_started"}, status=503)
+        return health.not_ready("not_started")
     try:
         async with asyncio.timeout(state.settings.ingress_ready_timeout_s):
             await client.ping()
     except (RedisError, OSError, TimeoutError) as exc:
-        return web.json_response({"ready": False, "reason": "redis_unreachable",
-                                  "detail": type(exc).__name__}, status=503)
-    return web.json_response({"ready": True})
+        return health.not_ready("redis_unreachable", detail=type(exc).__name__)
+    return health.ready()
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return web.Response(body=state.metrics.render(),
-                        headers={"Content-Type": METRICS_CONTENT_TYPE})
+    return _answer(health.metrics(request.app[STATE].metrics.registry))

@@ -10,14 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from callbridge.services.webhook_ingress.appender import AppenderStats
 
 PREFIX = "callbridge_ingress"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _FLUSH_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -50,9 +49,6 @@ class IngressMetrics:
         """The appender's FlushObserver."""
         self.flush_seconds.observe(seconds)
         self.batch_size.observe(size)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 class _Plain(Collector):

@@ -3,9 +3,7 @@
 Pure functions (plus one bounded body reader): each problem comes back as a `Problem` with
 the HTTP status, a machine code and a detail that tells the sender what to fix. The envelope
 model is `callbridge.shared.infobip_events.CallsEvent`, which keeps unknown fields and event types,
-so
-an event Infobip adds tomorrow is accepted and stored (forward compatible).
-"""
+so an event Infobip adds tomorrow is accepted and stored (forward compatible). """
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ def hold_sound(rate: int, gap_ms: int = 800) -> bytes:
     """One period of the hold sound: a soft two-note chime then `gap_ms` of silence.
 
     The gateway loops it while the model is away; keep `gap_ms` below the hold limit so the
-    caller never hears a silence longer than that (HOLD_LIMIT_MS, README "Configuration").
+    caller never hears a silence longer than that (GATEWAY_HOLD_LIMIT_MS, README "Configuration").
     """
     parts = [tone(660.0, 160, rate), _silence(40, rate), tone(880.0, 220, rate),
              _silence(max(0, gap_ms), rate)]

@@ -182,6 +182,10 @@ async def create_dialog(request: web.Request) -> web.Response:
         return bad_request("invalid dialog request", {"childCallRequest.endpoint": [
             "the simulator bridges WEBSOCKET and PHONE endpoints only"]})
     config = None
+    if endpoint["type"] == "WEBSOCKET" and sim.refuse_second_media_dialog and any(
+            d.child.endpoint.get("type") == "WEBSOCKET" for d in call.dialogs):
+        return bad_request("invalid dialog request", {
+            "parentCallId": [f"call {parent_call_id} already had a media dialog"]})
     if endpoint["type"] == "WEBSOCKET":
         config_id = endpoint["websocketEndpointConfigId"]
         config = request.app[configs.CONFIGS].get(config_id)

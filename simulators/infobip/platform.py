@@ -21,6 +21,7 @@ from .sim_call import SimCall
 class Platform(Protocol):
     api_key: str
     throttle_retry_after: float | None
+    refuse_second_media_dialog: bool
     ident: Identity
     faults: Faults
     requests: list[RecordedRequest]

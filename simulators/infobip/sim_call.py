@@ -60,6 +60,8 @@ class SimCall:
         self.events_posted: list[dict[str, Any]] = []
         self.dialogs: list[DialogState] = []
         self.leg: MediaLeg | None = None
+        #: every media leg of the call, oldest first (a re-bridged call has several)
+        self.legs: list[MediaLeg] = []
         self.end_reason: str | None = None
         self.dialog_failures: list[str] = []
         self.placed_at = time.time()
@@ -172,6 +174,7 @@ class SimCall:
                        caller_pcm=self.script.caller_pcm(rate), marks=self.timeline,
                        autoplay=False, options=self.media_options)
         self.leg = leg
+        self.legs.append(leg)
         try:
             await leg.connect()
         except Exception as exc:
@@ -318,9 +321,13 @@ class SimCall:
         self.end_reason = reason
 
     async def _converse(self) -> None:
-        assert self.leg is not None
-        await converse(self.leg, self.script)
-        if self.script.policy == "after_agent_reply":
+        leg = self.leg
+        assert leg is not None
+        await converse(leg, self.script)
+        # A caller hangs up once the conversation is over, not because the platform's media
+        # leg behind the call dropped (they hear silence, then whatever comes next).
+        if self.script.policy == "after_agent_reply" and not (leg.closed
+                                                              and leg.closed_by == "lost"):
             self._commands.put_nowait(("caller", "caller_hangup", None))
 
     async def _wind_down(self) -> None:

@@ -51,6 +51,11 @@ class InfobipSimulator:
         #: tests that need it turn it on). The real Retry-After header is *unverified*.
         self.throttle = throttle
         self.throttle_retry_after = throttle_retry_after
+        #: What the platform does when a parent whose media dialog finished asks for another
+        #: WEBSOCKET dialog is not published: by default the simulator allows it (the
+        #: re-bridge after a lost gateway relies on it); True refuses it with 400, the
+        #: other plausible behaviour (docs/protocol-assumptions.md, "Re-bridging").
+        self.refuse_second_media_dialog = False
         self.ident = ident or Identity()
         self.faults = Faults()
         self.requests: list[RecordedRequest] = []

@@ -61,7 +61,8 @@ class SimSession:
         self.path = path
         self.query = query
         self.headers = headers  # lower-cased names; includes Authorization: never log them
-        self.model: str | None = query.get("model")
+        # `deployment=`: an Azure OpenAI Realtime URL of the preview form names the model so
+        self.model: str | None = query.get("model") or query.get("deployment")
         self.session_id: str | None = None
         self.config: dict[str, Any] = {}  # the effective session (as in session.updated)
         self.received: list[dict[str, Any]] = []

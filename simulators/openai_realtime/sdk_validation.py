@@ -4,8 +4,8 @@ A simulator is a witness: what it accepts from the gateway, and what it sends ba
 decided here by the pydantic models OpenAI publishes in `openai.types.realtime`
 (https://github.com/openai/openai-python/tree/main/src/openai/types/realtime):
 `RealtimeClientEvent` for client events, `RealtimeServerEvent` for server events. Nothing in
-`shared/` is consulted, so a mistake in `callbridge.shared.realtime_events` cannot pass on both
-sides.
+`shared/` is consulted, so a mistake in `callbridge.shared.realtime_events` cannot pass on
+both sides.
 
 The SDK's models allow extra keys (`extra="allow"`, so a newer server does not break an
 older client). The live server does the opposite for client events: an unknown key is

@@ -7,6 +7,11 @@ says whether it is fatal (the Realtime API reference
 switched off"): bad/missing key -> 3000, `OpenAI-Beta: realtime=v1` -> 4000, bad/missing model
 -> 4000. Fault hooks (drop_all, expire_all, refuse_next, stall) serve the gateway's reconnect
 tests and the fault suite.
+
+`auth="api-key"` makes it stand in for an Azure OpenAI Realtime deployment (a failover
+secondary): the key is expected in an `api-key` header instead of `Authorization: Bearer`, and
+the model may be named by `?deployment=` as well as `?model=`
+(https://learn.microsoft.com/azure/foundry/openai/how-to/realtime-audio-websockets).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import Literal
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -66,8 +72,10 @@ class RealtimeSimulator:
                  speed: float = 4.0, script: Sequence[Reply] | None = None, *,
                  max_session_s: float = 3600.0, chunk_ms: int = 100,
                  transcription_delay_s: float = 0.3,
-                 keep_sessions: int | None = None) -> None:
+                 keep_sessions: int | None = None,
+                 auth: Literal["bearer", "api-key"] = "bearer") -> None:
         self.host = host
+        self.auth = auth
         self.port = port
         self._api_key = api_key
         self.speed = speed
@@ -208,8 +216,12 @@ class RealtimeSimulator:
         if self._refusals:
             code, err, msg = self._refusals.popleft()
             return code, err, msg, None
-        auth = record.headers.get("authorization", "")
-        scheme, _, key = auth.partition(" ")
+        if self.auth == "api-key":  # Azure key auth: the key alone, in its own header
+            auth = record.headers.get("api-key", "")
+            scheme, key = "Bearer", auth
+        else:
+            auth = record.headers.get("authorization", "")
+            scheme, _, key = auth.partition(" ")
         if not auth or scheme != "Bearer" or not hmac.compare_digest(
                 key.strip().encode(), self._api_key.encode()):
             # The key is never echoed back: gateway logs must not carry it.

@@ -2,10 +2,8 @@
 
 Every server event is a dict whose FIRST key is `type` and second `event_id`: the gateway's
 `callbridge.shared.realtime_events.peek_type` relies on `type` being the first "type" in the text,
-as it
-is on the live server (https://platform.openai.com/docs/api-reference/realtime). Ids are cheap
-counters with a per-process prefix, shaped like the real ones (`event_…`, `item_…`, `resp_…`).
-"""
+as it is on the live server (https://platform.openai.com/docs/api-reference/realtime). Ids are cheap
+counters with a per-process prefix, shaped like the real ones (`event_…`, `item_…`, `resp_…`). """
 
 from __future__ import annotations
 

@@ -13,13 +13,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from callbridge.services.media_gateway.config import GatewaySettings
 from callbridge.services.media_gateway.server import Gateway
 from callbridge.shared import redis_keys
+from callbridge.shared.media_tokens import MediaTokenRecord
 from callbridge.shared.pcm import read_wav, resample
 from callbridge.shared.profiles import ProfileBook
 from callbridge.simulators import ASSETS_DIR
@@ -39,12 +39,13 @@ def caller_speech(rate: int) -> bytes:
 
 
 async def issue_token(redis: aioredis.Redis, call_id: str, profile: str = "default",
-                      ttl_s: int = 120, expires_in: float = 120.0) -> str:
-    """Exactly what the orchestrator stores (services/media_gateway/admission.py)."""
+                      ttl_s: int = 120, expires_in: float = 120.0, generation: int = 0,
+                      resume: bool = False) -> str:
+    """Exactly what the orchestrator stores (shared/media_tokens.py)."""
     token = secrets.token_urlsafe(24)
-    value = orjson.dumps({"call_id": call_id, "profile": profile,
-                          "expires_at": time.time() + expires_in})
-    await redis.set(redis_keys.media_token(token), value, ex=ttl_s)
+    record = MediaTokenRecord(call_id, profile, int(time.time() + expires_in), generation,
+                              resume)
+    await redis.set(redis_keys.media_token(token), record.to_json(), ex=ttl_s)
     return token
 
 
@@ -85,8 +86,13 @@ def gateway_settings(redis_url: str, rt: RealtimeSimulator, **overrides: Any) ->
         "redis_url": redis_url, "openai_api_key": "sk-sim", "openai_realtime_url": rt.url,
         "gateway_host": "127.0.0.1", "gateway_port": 0,
         "gateway_id": f"gw-test-{secrets.token_hex(3)}", "log_format": "text",
-        "model_reconnect_timeout_s": 5.0, "drain_timeout_s": 10.0,
+        "gateway_model_reconnect_timeout_s": 5.0, "gateway_drain_timeout_s": 10.0,
     }
+    # The settings ignore unknown names (extra="ignore", for the environment): a misspelt or
+    # renamed override would be dropped silently and the test would run on the default.
+    unknown = set(overrides) - set(GatewaySettings.model_fields)
+    if unknown:
+        raise TypeError(f"not GatewaySettings fields: {sorted(unknown)}")
     values.update(overrides)
     return GatewaySettings(**values)
 

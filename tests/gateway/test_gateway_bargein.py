@@ -95,7 +95,7 @@ class _Recorder:
         self.texts: list[bytes] = []
         self.events: list[dict[str, Any]] = []
 
-    def send_text(self, text: bytes) -> bool:
+    def send_text(self, text: bytes, now: float = 0.0) -> bool:
         self.texts.append(text)
         return True
 

@@ -55,8 +55,8 @@ async def record(redis: aioredis.Redis, call_id: str, state: bytes = b"ended"
 async def test_health_readiness_and_metrics(make_gateway: GatewayFactory,
                                             open_leg: LegFactory) -> None:
     gw = await make_gateway()
-    assert await get(gw.port, "/healthz") == (200, "ok\n")
-    assert await get(gw.port, "/readyz") == (200, "ready\n")
+    assert await get(gw.port, "/healthz") == (200, '{"status":"ok"}')
+    assert await get(gw.port, "/readyz") == (200, '{"ready":true}')
     leg = await open_leg(gw, 24000)
     assert await leg.wait_agent_audio(timeout=15)
     status, body = await get(gw.port, "/metrics")
@@ -70,7 +70,7 @@ async def test_health_readiness_and_metrics(make_gateway: GatewayFactory,
 async def test_idle_peer_is_ended(make_gateway: GatewayFactory, redis_client: aioredis.Redis,
                                   rt_sim: RealtimeSimulator) -> None:
     """Connected, then not a single audio frame: the call ends and is hung up."""
-    gw = await make_gateway(idle_timeout_s=1.0)
+    gw = await make_gateway(gateway_idle_timeout_s=1.0)
     call_id = new_call_id()
     token = await issue_token(redis_client, call_id)
     async with connect(gw.url, compression=None) as ws:
@@ -90,8 +90,8 @@ async def test_half_open_peer_ends_on_keepalive(make_gateway: GatewayFactory,
                                                 rt_sim: RealtimeSimulator) -> None:
     """A peer that stops reading (no pongs) is dropped within interval + timeout, and the
     call is hung up (the half-open peer may still hold the caller's call at Infobip)."""
-    gw = await make_gateway(keepalive_interval_s=0.5, keepalive_timeout_s=0.5,
-                            idle_timeout_s=60)
+    gw = await make_gateway(gateway_keepalive_interval_s=0.5, gateway_keepalive_timeout_s=0.5,
+                            gateway_idle_timeout_s=60)
     call_id = new_call_id()
     token = await issue_token(redis_client, call_id)
     ws = await connect(gw.url, compression=None)
@@ -110,7 +110,7 @@ async def test_half_open_peer_ends_on_keepalive(make_gateway: GatewayFactory,
 
 async def test_max_call_duration_plays_a_notice_then_hangs_up(
         make_gateway: GatewayFactory, open_leg: LegFactory, redis_client: aioredis.Redis) -> None:
-    gw = await make_gateway(max_call_duration_s=2.0, tool_end_grace_s=1.0)
+    gw = await make_gateway(gateway_max_call_duration_s=2.0, gateway_tool_end_grace_s=1.0)
     leg = await open_leg(gw, 16000)
     call_id = leg.custom_data["cbCallId"]
     assert await leg.wait_closed(30)
@@ -145,7 +145,7 @@ async def test_drain_lets_live_calls_finish(make_gateway: GatewayFactory, open_l
     assert await leg.wait_agent_audio(timeout=15)
     drain = asyncio.create_task(gw.drain(timeout=30))
     await wait_until(lambda: gw.draining, what="draining")
-    assert (await get(gw.port, "/readyz")) == (503, "draining\n")
+    assert (await get(gw.port, "/readyz")) == (503, '{"ready":false,"reason":"draining"}')
     with pytest.raises(InvalidStatus):
         await open_leg(gw, 24000)
     frames_before = len(leg.frames)
@@ -175,7 +175,7 @@ async def test_sigterm_drains_the_process(redis_url: str, redis_client: aioredis
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "OPENAI_API_KEY": "sk-sim",
            "OPENAI_REALTIME_URL": rt_sim.url, "GATEWAY_PORT": str(port),
-           "GATEWAY_HOST": "127.0.0.1", "DRAIN_TIMEOUT_S": "30", "LOG_FORMAT": "text"}
+           "GATEWAY_HOST": "127.0.0.1", "GATEWAY_DRAIN_TIMEOUT_S": "30", "LOG_FORMAT": "text"}
     log_path = tmp_path / "gateway.log"
     with log_path.open("wb") as log_file:
         proc = await asyncio.create_subprocess_exec(
@@ -201,7 +201,7 @@ async def test_sigterm_drains_the_process(redis_url: str, redis_client: aioredis
             if (await get(port, "/readyz"))[0] == 503:
                 break
             await asyncio.sleep(0.1)
-        assert (await get(port, "/readyz")) == (503, "draining\n")
+        assert (await get(port, "/readyz")) == (503, '{"ready":false,"reason":"draining"}')
         frames_before = len(leg.frames)
         await wait_until(lambda: len(leg.frames) > frames_before + 25, what="call goes on")
         assert proc.returncode is None and not leg.closed
@@ -217,7 +217,7 @@ async def test_sigterm_drains_the_process(redis_url: str, redis_client: aioredis
 
 async def test_oversized_message_closes_with_1009(make_gateway: GatewayFactory,
                                                   open_leg: LegFactory) -> None:
-    gw = await make_gateway(max_message_bytes=4096)
+    gw = await make_gateway(gateway_max_message_bytes=4096)
     leg = await open_leg(gw, 24000)
     await wait_until(lambda: leg.frames, what="frames flowing")
     await leg.send_binary(bytes(8192))

@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from callbridge.services.media_gateway.model_link import CONFIG_REJECTED, ModelLink
+from callbridge.services.media_gateway.model_link import CONFIG_REJECTED, FAILOVERS, ModelLink
 from callbridge.shared import realtime_events as rt
 from callbridge.shared import redis_keys
 from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
@@ -25,12 +25,13 @@ from callbridge.simulators.openai_realtime import RealtimeSimulator, Reply
 from tests.gateway.fixtures import (
     GatewayFactory,
     LegFactory,
+    caller_speech,
     gateway_settings,
     wait_redis,
 )
 from tests.waiting import wait_until
 
-HOLD_LIMIT_MS = 1500
+GATEWAY_HOLD_LIMIT_MS = 1500
 
 
 def longest_silence_ms(leg: MediaLeg, since: float, until: float) -> float:
@@ -54,7 +55,7 @@ def reseeded(rt: RealtimeSimulator, index: int) -> list[str]:
 async def test_model_loss_mid_call_reconnects_and_resumes(
         fault: str, make_gateway: GatewayFactory, open_leg: LegFactory,
         rt_sim: RealtimeSimulator) -> None:
-    gw = await make_gateway(hold_limit_ms=HOLD_LIMIT_MS)
+    gw = await make_gateway(gateway_hold_limit_ms=GATEWAY_HOLD_LIMIT_MS)
     leg = await open_leg(gw, 16000)
     session = (await rt_sim.wait_for_sessions(1))[0]
     await session.wait_for("response.output_audio_transcript.done", timeout=20,
@@ -79,7 +80,7 @@ async def test_model_loss_mid_call_reconnects_and_resumes(
     # The caller heard the hold sound, never a silence longer than the hold limit.
     hold = [f for t, f in leg.frames if lost_at < t < back_at and not is_silent(f)]
     assert hold, "no hold sound while the model was away"
-    assert longest_silence_ms(leg, lost_at + 0.2, back_at) <= HOLD_LIMIT_MS
+    assert longest_silence_ms(leg, lost_at + 0.2, back_at) <= GATEWAY_HOLD_LIMIT_MS
     if fault == "expire":
         assert rt_sim.sessions[0].expired
     await leg.hangup()
@@ -88,10 +89,11 @@ async def test_model_loss_mid_call_reconnects_and_resumes(
 async def test_model_never_back_hangs_up_after_a_spoken_fallback(
         make_gateway: GatewayFactory, open_leg: LegFactory, redis_client: aioredis.Redis,
         rt_sim: RealtimeSimulator) -> None:
-    gw = await make_gateway(model_reconnect_timeout_s=1.0, tool_end_grace_s=1.0)
+    gw = await make_gateway(gateway_model_reconnect_timeout_s=1.0, gateway_tool_end_grace_s=1.0)
     leg = await open_leg(gw, 8000)
     call_id = leg.custom_data["cbCallId"]
     assert await leg.wait_agent_quiet(quiet_ms=1000, timeout=20)
+    failovers_before = failovers("ok") + failovers("failed")
     rt_sim.refuse_next(1000, code=1011)
     lost_at = time.time()
     await rt_sim.drop_all()
@@ -104,6 +106,7 @@ async def test_model_never_back_hangs_up_after_a_spoken_fallback(
     record = await wait_redis(lambda: redis_client.hgetall(redis_keys.session_record(call_id)),
                               lambda r: r.get(b"state") == b"ended", what="session ended")
     assert record[b"end_reason"] == b"model_failed"
+    assert failovers("ok") + failovers("failed") == failovers_before  # none configured
 
 
 async def test_model_never_back_transfers_when_the_profile_can(
@@ -112,7 +115,7 @@ async def test_model_never_back_transfers_when_the_profile_can(
     book = ProfileBook(profiles={"care": AgentProfile(transfer_number="+441134960000")},
                        routes={"default": "care"})
     await rt_sim.stop()  # no model at all from the start
-    gw = await make_gateway(profiles=book, model_reconnect_timeout_s=1.0)
+    gw = await make_gateway(profiles=book, gateway_model_reconnect_timeout_s=1.0)
     leg = await open_leg(gw, 24000, profile="care")
     call_id = leg.custom_data["cbCallId"]
     await wait_redis(lambda: redis_client.get(f"arq:job:{job_id(TRANSFER_CALL, call_id)}"),
@@ -124,8 +127,8 @@ async def test_model_never_back_transfers_when_the_profile_can(
 async def test_fatal_model_close_fails_fast(make_gateway: GatewayFactory, open_leg: LegFactory,
                                             redis_client: aioredis.Redis,
                                             rt_sim: RealtimeSimulator) -> None:
-    """A wrong key closes with 3000: no retrying for MODEL_RECONNECT_TIMEOUT_S."""
-    gw = await make_gateway(openai_api_key="sk-wrong", model_reconnect_timeout_s=30.0)
+    """A wrong key closes with 3000: no retrying for GATEWAY_MODEL_RECONNECT_TIMEOUT_S."""
+    gw = await make_gateway(openai_api_key="sk-wrong", gateway_model_reconnect_timeout_s=30.0)
     leg = await open_leg(gw, 16000)
     call_id = leg.custom_data["cbCallId"]
     started = time.monotonic()
@@ -145,7 +148,8 @@ class _LinkRun:
 
     def __init__(self, rt: RealtimeSimulator, profile: AgentProfile,
                  tools: list[dict[str, Any]] | None = None) -> None:
-        settings = gateway_settings("redis://127.0.0.1:1/0", rt, model_reconnect_timeout_s=3.0)
+        settings = gateway_settings("redis://127.0.0.1:1/0", rt,
+                                    gateway_model_reconnect_timeout_s=3.0)
         self.link = ModelLink(settings, profile, tools or [], lambda: [])
         self.events: list[dict[str, Any]] = []
         self.task: asyncio.Task[bool] | None = None
@@ -236,7 +240,7 @@ async def test_rejected_session_update_ends_the_call(
         make_gateway: GatewayFactory, open_leg: LegFactory, redis_client: aioredis.Redis,
         rt_sim: RealtimeSimulator) -> None:
     rt_sim.reject_session_updates(1)
-    gw = await make_gateway(tool_end_grace_s=1.0)
+    gw = await make_gateway(gateway_tool_end_grace_s=1.0)
     leg = await open_leg(gw, 16000)
     call_id = leg.custom_data["cbCallId"]
     await wait_redis(lambda: redis_client.get(f"arq:job:{job_id(HANGUP_CALL, call_id)}"),
@@ -308,3 +312,167 @@ async def test_response_create_refused_during_an_active_response_is_retried(
     await session.wait_for("response.created", timeout=15, direction="sent", nth=2)
     assert len(session.responses) == 2
     await run.stop()
+
+
+# Failover to a secondary endpoint (model_endpoints.py; docs/protocol-assumptions.md) ------------
+
+SECONDARY_KEY = "sk-secondary-FAILOVER-3c9e"
+PRIMARY_KEY = "sk-sim"  # the rt_sim fixture's key (fixtures.gateway_settings)
+
+
+@pytest.fixture
+async def rt_secondary() -> AsyncIterator[RealtimeSimulator]:
+    """A second Realtime endpoint standing in for an Azure OpenAI deployment: its own key,
+    sent in an `api-key` header, and the model named by `?deployment=`."""
+    sim = RealtimeSimulator(api_key=SECONDARY_KEY, speed=4.0, auth="api-key")
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+
+
+def secondary_overrides(sim: RealtimeSimulator, **extra: Any) -> dict[str, Any]:
+    return {"openai_secondary_realtime_url": f"{sim.url}?deployment=gpt-realtime-eu",
+            "openai_secondary_api_key": SECONDARY_KEY, "openai_secondary_auth": "api-key",
+            "openai_secondary_model": "gpt-realtime-eu", **extra}
+
+
+def failovers(outcome: str) -> float:
+    value: float = FAILOVERS.labels(outcome)._value.get()
+    return value
+
+
+def assert_credentials_kept_apart(primary: RealtimeSimulator,
+                                  secondary: RealtimeSimulator) -> None:
+    """Each endpoint saw its own key in its own header; the primary's never left for the
+    secondary's host."""
+    for s in primary.sessions:
+        assert s.headers.get("authorization") == f"Bearer {PRIMARY_KEY}"
+        assert "api-key" not in s.headers
+    assert secondary.sessions
+    for s in secondary.sessions:
+        assert s.headers.get("api-key") == SECONDARY_KEY
+        assert "authorization" not in s.headers
+        assert not any(PRIMARY_KEY in v for v in s.headers.values())
+
+
+async def agent_heard_after(leg: MediaLeg, since: float, ms: int = 500,
+                            timeout: float = 15) -> None:
+    """`ms` of audible audio arrived after `since`: the agent's voice, not the hold sound
+    (which stops when the new socket opens, before its first audio delta)."""
+    await wait_until(lambda: sum(20 for t, f in leg.frames if t > since and not is_silent(f))
+                     >= ms, timeout=timeout, what=f"{ms} ms of agent audio")
+
+
+async def test_primary_dead_for_good_fails_over_to_the_secondary_with_the_context(
+        make_gateway: GatewayFactory, open_leg: LegFactory, redis_client: aioredis.Redis,
+        rt_sim: RealtimeSimulator, rt_secondary: RealtimeSimulator) -> None:
+    gw = await make_gateway(gateway_hold_limit_ms=GATEWAY_HOLD_LIMIT_MS,
+                            gateway_model_reconnect_timeout_s=1.5,
+                            **secondary_overrides(rt_secondary))
+    leg = await open_leg(gw, 16000)
+    call_id = leg.custom_data["cbCallId"]
+    primary = (await rt_sim.wait_for_sessions(1))[0]
+    await primary.wait_for("response.output_audio_transcript.done", timeout=20,
+                           direction="sent")
+    assert await leg.wait_agent_quiet(quiet_ms=500, timeout=20)
+    # A caller turn and the agent's answer, so the context has both sides.
+    await leg.play(caller_speech(16000))
+    caller_said = await primary.wait_for(
+        "conversation.item.input_audio_transcription.completed", timeout=20, direction="sent")
+    await primary.wait_for("response.output_audio_transcript.done", timeout=20,
+                           direction="sent", nth=2)
+    assert await leg.wait_agent_quiet(quiet_ms=500, timeout=20, after=time.time())
+    said = [e["transcript"] for e in primary.sent
+            if e["type"] == "response.output_audio_transcript.done"]
+    ok_before, failed_before = failovers("ok"), failovers("failed")
+    primary_port = rt_sim.port
+
+    lost_at = time.time()
+    await rt_sim.stop()  # for good: the socket closes and new connections are refused
+    secondary = (await rt_secondary.wait_for_sessions(1, timeout=15))[0]
+    await secondary.wait_for("response.output_audio.delta", timeout=15, direction="sent")
+    speaking_at = time.time()
+    await agent_heard_after(leg, speaking_at)
+    back_at = time.time()
+
+    # Configured as a GA session for the secondary's model, then the conversation so far as
+    # items, then the resume response.
+    assert secondary.model == "gpt-realtime-eu"
+    assert secondary.session_updates[0]["type"] == "realtime"
+    assert secondary.session_updates[0]["model"] == "gpt-realtime-eu"
+    types = [e["type"] for e in secondary.received]
+    assert types[0] == "session.update"
+    first_create = types.index("response.create")
+    assert "conversation.item.create" in types[:first_create]
+    assert reseeded(rt_secondary, 0) == [said[0], caller_said["transcript"], said[1]]
+    assert "line to you dropped" in (secondary.responses[0].instructions or "")
+    assert_credentials_kept_apart(rt_sim, rt_secondary)
+    assert failovers("ok") == ok_before + 1 and failovers("failed") == failed_before
+    # The hold sound covered both windows (primary, then the move): no long silence.
+    assert longest_silence_ms(leg, lost_at + 0.2, speaking_at) <= GATEWAY_HOLD_LIMIT_MS
+    assert not leg.closed
+    record = await redis_client.hgetall(redis_keys.session_record(call_id))
+    assert record.get(b"state") != b"ended"
+    assert not await redis_client.get(f"arq:job:{job_id(HANGUP_CALL, call_id)}")
+
+    # Once on the secondary the call stays there: a drop reconnects to it, even with the
+    # primary back.
+    revived = RealtimeSimulator(port=primary_port, api_key=PRIMARY_KEY)
+    await revived.start()
+    try:
+        await rt_secondary.drop_all()
+        again = (await rt_secondary.wait_for_sessions(2, timeout=15))[1]
+        await again.wait_for("response.created", timeout=15, direction="sent")
+        assert said[0] in reseeded(rt_secondary, 1)
+        assert not revived.sessions
+    finally:
+        await revived.stop()
+    assert failovers("ok") == ok_before + 1
+    assert back_at - lost_at < 15
+    await leg.hangup()
+
+
+async def test_fatal_close_from_the_primary_fails_over_at_once(
+        make_gateway: GatewayFactory, open_leg: LegFactory, rt_sim: RealtimeSimulator,
+        rt_secondary: RealtimeSimulator) -> None:
+    """3000 (bad key) will not heal by retrying: straight to the secondary, not after
+    GATEWAY_MODEL_RECONNECT_TIMEOUT_S. The call had no conversation yet: it is greeted."""
+    ok_before = failovers("ok")
+    gw = await make_gateway(openai_api_key="sk-wrong", gateway_model_reconnect_timeout_s=30.0,
+                            **secondary_overrides(rt_secondary))
+    started = time.monotonic()
+    leg = await open_leg(gw, 16000)
+    secondary = (await rt_secondary.wait_for_sessions(1, timeout=10))[0]
+    await secondary.wait_for("response.output_audio.delta", timeout=10, direction="sent")
+    assert time.monotonic() - started < 8
+    await agent_heard_after(leg, time.time() - 0.1)
+    assert len(rt_sim.sessions) == 1 and rt_sim.sessions[0].closed_code == 3000
+    assert "conversation.item.create" not in [e["type"] for e in secondary.received]
+    assert secondary.headers.get("api-key") == SECONDARY_KEY
+    assert not any("sk-wrong" in v for v in secondary.headers.values())
+    assert failovers("ok") == ok_before + 1
+    await leg.hangup()
+
+
+async def test_secondary_down_too_plays_the_fallback(
+        make_gateway: GatewayFactory, open_leg: LegFactory, redis_client: aioredis.Redis,
+        rt_sim: RealtimeSimulator, rt_secondary: RealtimeSimulator) -> None:
+    """Failover is tried before the spoken fallback, never instead of it."""
+    gw = await make_gateway(gateway_model_reconnect_timeout_s=1.0, gateway_tool_end_grace_s=1.0,
+                            **secondary_overrides(rt_secondary))
+    leg = await open_leg(gw, 8000)
+    call_id = leg.custom_data["cbCallId"]
+    assert await leg.wait_agent_quiet(quiet_ms=500, timeout=20)
+    failed_before = failovers("failed")
+    rt_secondary.refuse_next(1000, code=1011)
+    await rt_sim.stop()
+    await wait_redis(lambda: redis_client.get(f"arq:job:{job_id(HANGUP_CALL, call_id)}"),
+                     lambda v: v is not None, timeout=30, what="hang-up job")
+    assert rt_secondary.sessions, "the secondary was never tried"
+    assert failovers("failed") == failed_before + 1
+    record = await wait_redis(lambda: redis_client.hgetall(redis_keys.session_record(call_id)),
+                              lambda r: r.get(b"state") == b"ended", what="session ended")
+    assert record[b"end_reason"] == b"model_failed"
+    await leg.hangup()

@@ -107,7 +107,7 @@ async def test_ended_sessions_are_freed_without_the_cyclic_gc(
         ending: str, make_gateway: GatewayFactory, open_leg: LegFactory,
         redis_client: Any) -> None:
     quiet = ProfileBook(profiles={"quiet": AgentProfile(greeting=None)})  # never speaks first
-    gw = await make_gateway(profiles=quiet, idle_timeout_s=1.0)
+    gw = await make_gateway(profiles=quiet, gateway_idle_timeout_s=1.0)
     refs: list[weakref.ref[MediaSession]] = []
     gc.collect()
     gc.disable()  # what is not freed by refcount now stays: the assertion sees every cycle

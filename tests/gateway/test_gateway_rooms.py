@@ -11,12 +11,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "services" / "media_gateway"
 PREFIX = "callbridge.services.media_gateway"
+SERVICES = ("callbridge.services", "services")
 
 #: Top to bottom: a module may import only modules after it.
 ORDER = [
-    "cli", "server", "session", "ending", "watchdog", "relay", "caller_control", "bargein",
-    "turns", "caller_output", "admission", "model_link", "pacer", "ws_fastpath", "limits",
-    "gc_pauses", "state", "tools", "metrics", "config", "sounds", "wire_watch",
+    "cli", "server", "fencing", "session", "ending", "watchdog", "relay", "caller_control",
+    "bargein", "turns", "caller_output", "admission", "model_link", "model_endpoints", "pacer",
+    "ws_fastpath",
+    "limits", "gc_pauses", "state", "send_gate", "tools", "metrics", "config", "sounds",
+    "wire_watch",
 ]
 
 
@@ -61,6 +64,6 @@ def test_relay_does_not_know_the_session() -> None:
 
 def test_shared_wire_modules_import_no_service() -> None:
     for name in ("realtime_events", "infobip_media", "ws_close_codes", "pcm"):
-        assert not any(n.startswith("services") for n in _imports(ROOT / "shared" / f"{name}.py"))
+        assert not any(n.startswith(SERVICES) for n in _imports(ROOT / "shared" / f"{name}.py"))
     for path in (ROOT / "shared" / "audio").glob("*.py"):
-        assert not any(n.startswith("services") for n in _imports(path)), path.name
+        assert not any(n.startswith(SERVICES) for n in _imports(path)), path.name

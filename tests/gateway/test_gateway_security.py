@@ -186,7 +186,7 @@ async def test_silent_connections_never_take_a_call_slot(
     """Upgraded sockets that never send `websocket:connected` wait in the pending set; the
     session cap counts admitted calls only, so real calls still get in."""
     gw = await make_gateway(gateway_max_sessions=2, gateway_max_pending=50,
-                            connect_timeout_s=30)
+                            gateway_connect_timeout_s=30)
     silent = [await connect(gw.url, compression=None) for _ in range(10)]
     try:
         await wait_until(lambda: len(gw.gate) == 10, what="ten pending connections")
@@ -205,7 +205,7 @@ async def test_silent_connections_never_take_a_call_slot(
 
 async def test_a_full_pending_set_drops_the_connection_waiting_longest(
         make_gateway: GatewayFactory, open_leg: LegFactory) -> None:
-    gw = await make_gateway(gateway_max_pending=5, connect_timeout_s=30)
+    gw = await make_gateway(gateway_max_pending=5, gateway_connect_timeout_s=30)
     before = refused("capacity")
     silent = [await connect(gw.url, compression=None) for _ in range(8)]
     try:
@@ -225,7 +225,7 @@ async def test_a_full_pending_set_drops_the_connection_waiting_longest(
 
 async def test_a_connection_that_never_upgrades_is_dropped_at_the_deadline(
         make_gateway: GatewayFactory) -> None:
-    gw = await make_gateway(connect_timeout_s=0.5)
+    gw = await make_gateway(gateway_connect_timeout_s=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /media HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
     await wait_until(lambda: len(gw.gate) == 1, what="one pending connection")
@@ -236,7 +236,7 @@ async def test_a_connection_that_never_upgrades_is_dropped_at_the_deadline(
 
 
 async def test_an_oversized_request_head_is_dropped(make_gateway: GatewayFactory) -> None:
-    gw = await make_gateway(max_request_bytes=4096)
+    gw = await make_gateway(gateway_max_request_bytes=4096)
     before = refused("too_large")
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"GET /media HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -250,7 +250,7 @@ async def test_an_oversized_request_head_is_dropped(make_gateway: GatewayFactory
 
 async def test_frames_before_admission_are_small_and_audio_needs_connected_first(
         make_gateway: GatewayFactory, rt_sim: RealtimeSimulator) -> None:
-    gw = await make_gateway(connect_timeout_s=30, preadmission_max_frame_bytes=4096)
+    gw = await make_gateway(gateway_connect_timeout_s=30, gateway_preadmission_max_frame_bytes=4096)
     too_large, protocol = refused("too_large"), refused("protocol")
     async with connect(gw.url, compression=None, max_size=None) as ws:
         await ws.send(bytes(64 * 1024))  # a junk 64 KiB frame: was buffered, 250 of them
@@ -324,7 +324,7 @@ async def test_the_model_gets_at_most_real_time_plus_burst(
         rt_sim: RealtimeSimulator) -> None:
     """4 s of audio at once: the 1 s burst passes, the rest is dropped before the model;
     below the hard limit (3x for 2 s = 6 s of audio) the call is not cut."""
-    gw = await make_gateway(caller_audio_burst_ms=1000)
+    gw = await make_gateway(gateway_caller_audio_burst_ms=1000)
     dropped_before = limited("audio_dropped")
     ws, _ = await _admitted(gw, redis_client, rt_sim, 1)
     started = time.monotonic()
@@ -383,7 +383,7 @@ async def test_a_flooding_caller_is_cut_off_and_the_others_keep_streaming(
 async def test_dtmf_is_validated_and_rate_limited(
         make_gateway: GatewayFactory, redis_client: aioredis.Redis,
         rt_sim: RealtimeSimulator) -> None:
-    gw = await make_gateway(dtmf_max_per_s=10)
+    gw = await make_gateway(gateway_dtmf_max_per_s=10)
     invalid, rate = limited("dtmf_invalid"), limited("dtmf_rate")
     ws, _ = await _admitted(gw, redis_client, rt_sim, 1)
     await wait_until(lambda: gw.sessions, what="the session")

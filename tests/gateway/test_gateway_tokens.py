@@ -115,7 +115,7 @@ async def test_audio_before_connected_and_bad_rates_are_refused(
 
 async def test_silent_peer_is_refused_after_the_connect_timeout(
         make_gateway: GatewayFactory, rt_sim: RealtimeSimulator) -> None:
-    gw = await make_gateway(connect_timeout_s=0.5)
+    gw = await make_gateway(gateway_connect_timeout_s=0.5)
     started = time.monotonic()
     async with connect(gw.url, compression=None) as ws:
         async with asyncio.timeout(10):

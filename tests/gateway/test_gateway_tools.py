@@ -42,7 +42,7 @@ async def scripted(*replies: Reply) -> AsyncIterator[RealtimeSimulator]:
 @asynccontextmanager
 async def gateway(redis_url: str, sim: RealtimeSimulator, profiles: ProfileBook | None = None,
                   **overrides: object) -> AsyncIterator[Gateway]:
-    gw = Gateway(gateway_settings(redis_url, sim, tool_end_grace_s=1.0, **overrides),
+    gw = Gateway(gateway_settings(redis_url, sim, gateway_tool_end_grace_s=1.0, **overrides),
                  profiles=profiles)
     await gw.start()
     try:

@@ -97,7 +97,7 @@ async def test_armed_gateway_publishes_what_the_wire_showed(
         make_gateway: GatewayFactory, redis_client: aioredis.Redis) -> None:
     await redis_client.delete(redis_keys.WIRE_OBSERVATIONS_STREAM)
     await redis_client.set(redis_keys.PREFLIGHT_ARMED, "{}", ex=60)
-    gw = await make_gateway(keepalive_interval_s=0.1, keepalive_timeout_s=5)
+    gw = await make_gateway(gateway_keepalive_interval_s=0.1, gateway_keepalive_timeout_s=5)
     ws, call_id = await _admitted_call(gw, redis_client, nested=True)
     async with ws:
         session = await _session(gw, call_id)
@@ -125,7 +125,7 @@ async def test_unarmed_gateway_publishes_nothing_and_pings_can_be_off(
         make_gateway: GatewayFactory, redis_client: aioredis.Redis) -> None:
     await redis_client.delete(redis_keys.WIRE_OBSERVATIONS_STREAM,
                               redis_keys.PREFLIGHT_ARMED)
-    gw = await make_gateway(keepalive_interval_s=0)
+    gw = await make_gateway(gateway_keepalive_interval_s=0)
     ws, call_id = await _admitted_call(gw, redis_client, nested=False)
     async with ws:
         session = await _session(gw, call_id)

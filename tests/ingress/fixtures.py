@@ -1,4 +1,4 @@
-"""Helpers for the webhook ingress tests (plain functions, imported by tests/test_ingress_*)."""
+"""Helpers for the webhook ingress tests (plain functions, imported by tests/ingress/)."""
 
 from __future__ import annotations
 

@@ -370,7 +370,7 @@ async def _capture_through_stack(redis_url: str, tmp_path: Any, sims: Any = None
     options = StackOptions(redis_url=redis_url, log_dir=tmp_path / "logs", sample_rate=16000,
                            simulators=sims or SimulatorSettings(),
                            # pings often enough that a short call sees several
-                           extra_env={"KEEPALIVE_INTERVAL_S": "0.5", **gateway_env})
+                           extra_env={"GATEWAY_KEEPALIVE_INTERVAL_S": "0.5", **gateway_env})
     async with LocalStack(options) as stack:
         assert stack.infobip is not None
         client = aioredis.Redis.from_url(redis_url)
@@ -408,7 +408,7 @@ async def test_capture_end_to_end_reports_nested_custom_data_and_no_pongs(
     check, text = await _capture_through_stack(
         redis_url, tmp_path,
         SimulatorSettings(media_custom_data="nested", media_answer_pings=False),
-        KEEPALIVE_TIMEOUT_S="2")
+        GATEWAY_KEEPALIVE_TIMEOUT_S="2")
     assert check.status == "failed", text
     assert row(check, "media token location")["held"] is False, text
     assert "customData{" in row(check, "media token location")["observed"]

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from callbridge.services.call_orchestrator import call_record
 from callbridge.shared import redis_keys
 from callbridge.simulators.infobip import CallScript, InfobipSimulator
-from tests.orchestrator.fixtures import StreamIngress, dialog_posts, orch_settings, running
+from tests.orchestrator.fixtures import dialog_posts, orch_settings, running, sim_stack
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
@@ -39,16 +39,8 @@ TAKEOVER_WAIT_S = 12.0
 
 @asynccontextmanager
 async def platform(redis_url: str) -> AsyncIterator[tuple[InfobipSimulator, str]]:
-    ingress = StreamIngress(redis_url)
-    await ingress.start()
-    sim = InfobipSimulator(webhook_url=ingress.url)
-    await sim.start()
-    cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
-    try:
-        yield sim, cfg
-    finally:
-        await sim.stop()
-        await ingress.stop()
+    async with sim_stack(redis_url) as parts:
+        yield parts["sim"], parts["cfg"]
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -109,25 +110,37 @@ async def test_dialog_failed_transfers_when_profile_has_a_number(
     assert not hangups(sim, call.call_id)  # transferred, not hung up by us
 
 
-async def test_gateway_heartbeat_missing_hangs_up_its_callers(
+async def test_with_re_bridging_off_a_lost_gateways_callers_are_hung_up(
         sim_ingress: tuple[InfobipSimulator, StreamIngress], redis_url: str,
         redis_client: aioredis.Redis) -> None:
+    """ORCHESTRATOR_MAX_REBRIDGES=0: a lost gateway's caller is freed as before re-bridging
+    existed (tests/orchestrator/test_orchestrator_rebridge.py has the re-bridge itself)."""
     sim, _ = sim_ingress
     cfg = sim.add_media_stream_config(url="ws://127.0.0.1:9/media", sample_rate=24000)
-    async with running(orch_settings(redis_url, sim.base_url, cfg)):
-        call = await sim.place_call(CallScript(caller_wav=None, connect_to_media=False,
-                                               hangup_after_s=30))
-        await wait_until(lambda: created(sim, call.call_id), what="bridged")
-        # A gateway that served this call and then crashed: sessions listed, no heartbeat.
-        await redis_client.sadd(redis_keys.GATEWAYS, "gw-alive", "gw-dead")
-        await redis_client.set(redis_keys.gateway_heartbeat("gw-alive"), "{}", ex=30)
-        await redis_client.sadd(redis_keys.gateway_sessions("gw-alive"), "other-call")
-        await redis_client.hset(redis_keys.session_record(call.call_id),
-                                mapping={"call_id": call.call_id, "gateway_id": "gw-dead",
-                                         "state": "streaming"})
-        await redis_client.sadd(redis_keys.gateway_sessions("gw-dead"), call.call_id)
-        await wait_until(lambda: hangups(sim, call.call_id), what="hangup of lost caller")
-        await call.wait_finished(timeout=20)
+    settings = orch_settings(redis_url, sim.base_url, cfg, orchestrator_max_rebridges=0)
+
+    async def alive_heartbeat() -> None:  # a healthy gateway's heartbeat keeps changing
+        for seq in range(10_000):
+            await redis_client.set(redis_keys.gateway_heartbeat("gw-alive"), str(seq), ex=30)
+            await asyncio.sleep(0.1)
+    beating = asyncio.create_task(alive_heartbeat())
+    try:
+        async with running(settings):
+            call = await sim.place_call(CallScript(caller_wav=None, connect_to_media=False,
+                                                   hangup_after_s=30))
+            await wait_until(lambda: created(sim, call.call_id), what="bridged")
+            # A gateway that served this call and then crashed: sessions listed, no heartbeat.
+            await redis_client.sadd(redis_keys.GATEWAYS, "gw-alive", "gw-dead")
+            await redis_client.sadd(redis_keys.gateway_sessions("gw-alive"), "other-call")
+            await redis_client.hset(redis_keys.session_record(call.call_id),
+                                    mapping={"call_id": call.call_id, "gateway_id": "gw-dead",
+                                             "state": "streaming"})
+            await redis_client.sadd(redis_keys.gateway_sessions("gw-dead"), call.call_id)
+            await wait_until(lambda: hangups(sim, call.call_id), what="hangup of lost caller")
+            await call.wait_finished(timeout=20)
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
     session = {k.decode(): v.decode() for k, v in
                (await redis_client.hgetall(redis_keys.session_record(call.call_id))).items()}
     assert session["state"] == "ended" and session["end_reason"] == "gateway_lost"

@@ -1,8 +1,8 @@
 """The package's layering, checked on every run.
 
 - Every module imports on its own in a fresh interpreter (as aiohttp's
-  tests/test_circular_imports.py does): an import that only works after another module was
-  imported first is a hidden cycle.
+  https://github.com/aio-libs/aiohttp/blob/master/tests/test_circular_imports.py does): an
+  import that only works after another module was imported first is a hidden cycle.
 - No import cycle at all between modules, counting imports under `TYPE_CHECKING` and inside
   functions: a cycle hidden behind either is still two modules that cannot be read apart.
 - Everything is imported under the one installed name, `callbridge.`: a bare `services.x`

@@ -36,8 +36,8 @@ DEV_LOCK = ROOT / "requirements" / "dev.lock"
 LOCK_SH = ROOT / "scripts" / "lock.sh"
 #: Packages only the simulators, benchmarks and tests use: never imported when `services` or
 #: `shared` load (the image has none of them).
-NOT_IN_IMAGE = {"callbridge.simulators", "simulators", "bench", "tests", "openai", "jsonschema", "pytest", "hypothesis",
-                "yaml", "testcontainers"}
+NOT_IN_IMAGE = {"callbridge.simulators", "simulators", "bench", "tests", "openai", "jsonschema",
+                "pytest", "hypothesis", "yaml", "testcontainers"}
 
 
 @dataclass(frozen=True)
@@ -407,9 +407,17 @@ def test_the_wheel_installs_only_the_callbridge_package(tmp_path: Path) -> None:
     real files (setuptools follows the package's links)."""
     import zipfile
 
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path / "source"
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, source / name)
+    for name in ("callbridge", "services", "shared", "simulators"):
+        shutil.copytree(ROOT / name, source / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--wheel-dir", str(tmp_path), str(source)],
         capture_output=True, text=True, timeout=280)
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     (wheel,) = tmp_path.glob("callbridge-*.whl")

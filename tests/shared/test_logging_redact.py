@@ -26,6 +26,9 @@ SECRET = "S3cr3t-Pa55w0rd"
     (f"redis://h:6379/0?password={SECRET}", "redis://h:6379/0?password=***"),
     (f"redis://h:6379/0?db=1&Password={SECRET}&x=1", "redis://h:6379/0?db=1&Password=***&x=1"),
     (f"https://api.example.com/x?api_key={SECRET}", "https://api.example.com/x?api_key=***"),
+    # Azure OpenAI's key-in-query form (`api-key=`, with a hyphen).
+    (f"wss://r.openai.azure.com/openai/realtime?deployment=d&api-key={SECRET}",
+     "wss://r.openai.azure.com/openai/realtime?deployment=d&api-key=***"),
     (f"connect failed: redis://:{SECRET}@10.0.0.5:6379/0 (refused)",
      "connect failed: redis://:***@10.0.0.5:6379/0 (refused)"),
     # Nothing secret: unchanged.

@@ -1,6 +1,6 @@
 """Stand-ins for the Infobip simulator's tests: a webhook receiver (the ingress), a tiny
 media gateway, and helpers. Plain classes and functions; the pytest fixtures that start them
-live in tests/test_sim_infobip.py.
+live in tests/simulators/test_sim_infobip.py.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ What breaks only when the containers really run, caught early: a service left li
 empty-string default (an empty WEBHOOK_HMAC_SECRET is "demand signatures", not "off"), an
 image compose.yaml or the Dockerfile needs that the air-gapped image script does not build,
 a compose file Debian's docker-compose 1.29 rejects, a shell script that does not parse.
-The real run is tests/test_containers_lb.py under .ci/containers.sh.
+The real run is tests/stack/test_containers_lb.py under .ci/containers.sh.
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ async def test_containers_calls_drain_ingress_kill_and_redis_restart() -> None:
         # the drain window ends). Its /readyz turns 503, so HAProxy marks it DOWN.
         victim_gw = container_of(before[first[0].call_id])
         stop_started = time.monotonic()
-        drain_s = float(os.environ.get("DRAIN_TIMEOUT_S", "120"))
+        drain_s = float(os.environ.get("GATEWAY_DRAIN_TIMEOUT_S", "120"))
         stopper = asyncio.create_task(run(["docker", "stop", "-t", str(int(drain_s) + 30),
                                            victim_gw], timeout=drain_s + 60))
         await wait_for(lambda: _lb_up_is(stats_port, "gateway", 1), 30,

@@ -1,10 +1,12 @@
-"""compose.yaml, the generated HAProxy config and the code must not drift apart.
+"""compose.yaml, deploy/kubernetes, the generated HAProxy config and the code must not drift.
 
 Each compose service's command must be a real `callbridge` subcommand, its port and health
 check must be the topology's (services/stack/topology.py), and every environment variable it
 sets must be a field of that service's settings class (a renamed setting fails here, not in
-production). The file is also validated against the Compose Specification schema that
-Debian's docker-compose package ships, when it is installed (CI installs it).
+production); the same for the Deployments in deploy/kubernetes (the rest of those manifests:
+tests/stack/test_kubernetes_manifests.py). compose.yaml is also validated against the Compose
+Specification schema that Debian's docker-compose package ships, when it is installed (CI
+installs it).
 """
 
 from __future__ import annotations
@@ -94,6 +96,57 @@ def test_haproxy_accepts_both_generated_configs(tmp_path: Path) -> None:
     local = tmp_path / "local.cfg"
     local.write_text(haproxy.render_local(plan_local({"ingress": 2, "gateway": 2})))
     haproxy.check_config(binary, local)
+
+
+# --- deploy/kubernetes (rendered by services/stack/kubernetes.py) --------------------------
+
+def _kubernetes_container(role: Role) -> dict[str, Any]:
+    path = ROOT / "deploy" / "kubernetes" / f"{role.name}.yaml"
+    deployment = next(d for d in yaml.safe_load_all(path.read_text())
+                      if d and d["kind"] == "Deployment")
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _unknown_variables(role: Role, container: dict[str, Any]) -> set[str]:
+    fields = {name.upper() for name in SETTINGS[role.name].model_fields}
+    return {e["name"] for e in container["env"]} - fields
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_kubernetes_command_is_a_real_subcommand(role: Role) -> None:
+    args = _kubernetes_container(role)["args"]
+    assert args == [role.command] and role.command in _subcommands()
+
+
+@pytest.mark.parametrize("role", ROLES, ids=lambda r: r.name)
+def test_every_kubernetes_variable_is_a_setting(role: Role) -> None:
+    container = _kubernetes_container(role)
+    unknown = _unknown_variables(role, container)
+    assert not unknown, f"deploy/kubernetes sets {sorted(unknown)} which {role.name} ignores"
+    # The check bites: an old (renamed) gateway name or a typo is reported.
+    container["env"].append({"name": "IDLE_TIMEOUT_S" if role is GATEWAY else "REDIS_ULR",
+                             "value": "1"})
+    assert _unknown_variables(role, container)
+
+
+def test_kubernetes_sets_no_renamed_variable() -> None:
+    for role in ROLES:
+        renamed: dict[str, str] = getattr(SETTINGS[role.name], "RENAMED_VARIABLES", {})
+        names = {e["name"] for e in _kubernetes_container(role)["env"]}
+        assert not names & set(renamed), f"{role.name} sets old names {names & set(renamed)}"
+
+
+def test_kubernetes_provides_required_settings() -> None:
+    for role in ROLES:
+        env = {e["name"]: e for e in _kubernetes_container(role)["env"]}
+        for name, field in SETTINGS[role.name].model_fields.items():
+            if not field.is_required():
+                continue
+            assert name.upper() in env, f"{role.name} lacks {name.upper()}"
+            ref: dict[str, Any] = next(
+                iter(env[name.upper()].get("valueFrom", {}).values()), {})
+            assert not ref.get("optional"), f"{role.name}: required {name.upper()} optional"
 
 
 def test_compose_file_matches_the_compose_specification() -> None:

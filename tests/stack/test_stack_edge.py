@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from bench.faults.slow_client import dribble_request_head
 from callbridge.services.stack.haproxy import EdgeLimits, haproxy_binary
 from callbridge.services.stack.runner import LocalStack, StackOptions
 from callbridge.shared import redis_keys
@@ -130,40 +131,13 @@ async def test_tls_terminates_at_the_load_balancer(tmp_path: Path) -> None:
 
 # Slow and greedy sources --------------------------------------------------------------------
 
-async def _dribble_until_closed(port: int, source: str, limit_s: float) -> tuple[float, bytes]:
-    """Send a request head one byte at a time; (seconds until the peer answered or closed,
-    what it answered). Bounded by `limit_s`."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    writer.write(b"POST /webhook HTTP/1.1\r\nHost: x\r\n")
-    started = time.monotonic()
-    answer = b""
-    try:
-        while time.monotonic() - started < limit_s:
-            try:
-                writer.write(b"X")
-                await writer.drain()
-                chunk = await asyncio.wait_for(reader.read(200), 0.1)
-            except TimeoutError:
-                continue
-            except (ConnectionError, OSError):
-                break
-            answer += chunk
-            if not chunk or answer:
-                break
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
-    return time.monotonic() - started, answer
-
-
 async def test_lb_cuts_header_dribblers_and_caps_each_source(tmp_path: Path) -> None:
     limits = EdgeLimits(http_request_timeout_s=1.0, max_conn_per_source=4,
                         max_webhook_conn_per_source=2)
     async with _stack(tmp_path, edge_limits=limits) as stack:
         port = stack.lb_port
         # A header dribbler gets 408 from HAProxy after `timeout http-request`.
-        took, answer = await _dribble_until_closed(port, "127.0.0.5", 10)
+        took, answer = await dribble_request_head(port, 10, source="127.0.0.5")
         assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
         assert took < 5, took
 
