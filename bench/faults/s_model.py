@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 from bench.faults.drive import finish_all, place_calls, script, wait_async, wait_for
+from bench.faults.metrics_scrape import gateway_metrics
 from bench.faults.report import Row
 from bench.faults.runner import Ctx
-from bench.faults.s_attacks_gateway import gateway_metrics
 from bench.faults.silence import first_audible_after, max_frame_gap, silence_in
 from bench.faults.stack import OPENAI_KEY, FaultOptions, decode
 from callbridge.shared import redis_keys
-from callbridge.simulators.infobip import SimCall
+from callbridge.simulators.infobip import InfobipSimulator, SimCall
 from callbridge.simulators.openai_realtime import RealtimeSimulator, SimSession
 
 GATEWAY_HOLD_LIMIT_MS = 1500
@@ -29,6 +29,16 @@ def _answering(call: SimCall) -> bool:
     """The agent has started answering the caller (so history holds both turns)."""
     end = call.timeline.get("caller_speech_end")
     return bool(end and call.leg and first_audible_after(call.leg, end) is not None)
+
+
+async def _answered_calls(sim: InfobipSimulator, row: Row, n: int, hangup: float
+                          ) -> list[SimCall]:
+    """Place `n` calls and wait (bounded) until each heard the agent answer its caller."""
+    calls = await place_calls(sim, n, lambda: script(hangup_after_s=hangup), rate=4)
+    live = await wait_for(lambda: all(_answering(c) for c in calls), 25)
+    row.check("calls reached the agent's answer", live,
+              str([sorted(c.timeline) for c in calls if not _answering(c)][:1]))
+    return calls
 
 
 def reseeded(session: SimSession) -> bool:
@@ -66,10 +76,7 @@ async def drop_and_expire(ctx: Ctx, row: Row) -> None:
     async with ctx.stack("model-faults", opts) as stack:
         sim, rt = stack.infobip, stack.openai
         assert sim is not None and rt is not None
-        calls = await place_calls(sim, n, lambda: script(hangup_after_s=hangup), rate=4)
-        live = await wait_for(lambda: all(_answering(c) for c in calls), 25)
-        row.check("calls reached the agent's answer", live,
-                  str([sorted(c.timeline) for c in calls if not _answering(c)][:1]))
+        calls = await _answered_calls(sim, row, n, hangup)
         windows: list[tuple[str, float, float]] = []
         for kind in ("drop", "expire"):
             t, fresh, ok = await _fault(rt, kind, n, reconnect_s + 6)
@@ -159,10 +166,7 @@ async def primary_dies_failover(ctx: Ctx, row: Row) -> None:
         async with ctx.stack("model-failover", opts) as stack:
             sim, rt = stack.infobip, stack.openai
             assert sim is not None and rt is not None
-            calls = await place_calls(sim, n, lambda: script(hangup_after_s=hangup), rate=4)
-            live = await wait_for(lambda: all(_answering(c) for c in calls), 25)
-            row.check("calls reached the agent's answer", live,
-                      str([sorted(c.timeline) for c in calls if not _answering(c)][:1]))
+            calls = await _answered_calls(sim, row, n, hangup)
             ctx.phase("primary dies")
             t = time.time()
             await rt.stop()  # for good: nothing listens on its port any more

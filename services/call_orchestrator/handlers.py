@@ -18,7 +18,7 @@ from callbridge.shared import redis_keys
 from callbridge.shared.infobip_events import CallsEvent, EventType
 from callbridge.shared.jobs import HANGUP_CALL, TRANSFER_CALL, job_id
 from callbridge.shared.logging_setup import call_id_var
-from callbridge.shared.redis_values import epoch_ms_text
+from callbridge.shared.redis_values import as_text, epoch_ms_text
 
 from . import call_record
 from .actions import transfer_number_for
@@ -102,8 +102,7 @@ def _superseded(record: dict[str, str], dialog_id: str | None) -> bool:
 async def _session_ended(rt: Runtime, call_id: str) -> bool:
     """Did the gateway end its session itself (caller hang-up, tools, timeouts)? A gateway
     that was killed or lost never wrote `ended`."""
-    state = await rt.redis.hget(redis_keys.session_record(call_id), "state")
-    return (state.decode() if isinstance(state, bytes) else state) == "ended"
+    return as_text(await rt.redis.hget(redis_keys.session_record(call_id), "state")) == "ended"
 
 
 async def _job_pending(rt: Runtime, name: str, call_id: str) -> bool:

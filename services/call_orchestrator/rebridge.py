@@ -35,7 +35,7 @@ import logging
 
 from callbridge.shared import redis_keys
 from callbridge.shared.jobs import HANGUP_CALL, REBRIDGE_CALL, TRANSFER_CALL, job_id
-from callbridge.shared.redis_values import epoch_ms_text
+from callbridge.shared.redis_values import as_text, epoch_ms_text
 
 from . import call_record
 from .actions import transfer_number_for
@@ -113,7 +113,7 @@ async def rebridge(rt: Runtime, call_id: str, from_generation: int, reason: str,
         _FENCE, 2, redis_keys.call_record(call_id), redis_keys.session_record(call_id),
         str(from_generation), str(rt.settings.orchestrator_max_rebridges), epoch_ms_text(),
         reason, str(redis_keys.CALL_TTL_S))
-    outcome, generation = (x.decode() if isinstance(x, bytes) else str(x) for x in fence)
+    outcome, generation = (as_text(x) for x in fence)
     if outcome == "exhausted":
         REBRIDGES.labels("exhausted").inc()
         log.warning("media leg lost (%s) and no re-bridge left (%d allowed): falling back",
